@@ -1,0 +1,86 @@
+"""Base class of every reader, and `open_dataset`, which picks the reader for a path.
+
+A reader is a random-access sequence of `Sample`s plus a label map. Readers stream: opening one
+builds a compact index (file names and offsets), never a table of every annotation; a `Sample`
+is parsed when it is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Iterator, Mapping, Sequence
+
+from synthgap.data.errors import DatasetError, SkipReport
+from synthgap.data.sample import Sample
+
+
+class DetectionDataset(Sequence[Sample]):
+    """A readable detection dataset: ``len(ds)``, ``ds[i] -> Sample``, ``ds.label_map``.
+
+    Subclasses set ``format`` (the name used by ``--format``), implement ``detect(root)``,
+    ``__len__`` and ``__getitem__``, and fill ``label_map`` (id -> name) and ``skipped``
+    (records left out under ``skip_invalid=True``).
+    """
+
+    format: str = ""
+
+    def __init__(self, root: str, *, skip_invalid: bool = False):
+        self.root = root
+        self.skip_invalid = skip_invalid
+        self.label_map: dict[int, str] = {}
+        self.skipped = SkipReport()
+
+    @classmethod
+    def detect(cls, root: str) -> bool:
+        """True when ``root`` looks like a dataset of this format (cheap: a few stat calls)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={self.root!r}, images={len(self)}, classes={len(self.label_map)})"
+
+
+# format name -> "module:class". Detection tries them in this order (most specific first).
+READERS: Mapping[str, str] = {
+    "solo": "synthgap.data.solo:SoloDataset",
+    "perception": "synthgap.data.perception:PerceptionDataset",
+    "groceries-real": "synthgap.data.groceries_real:GroceriesRealDataset",
+    "coco": "synthgap.data.coco:CocoDataset",
+}
+
+
+def reader_class(format: str) -> type[DetectionDataset]:
+    """The reader class registered for ``format``."""
+    try:
+        target = READERS[format]
+    except KeyError:
+        raise ValueError(f"unknown dataset format {format!r}; known: {', '.join(READERS)}") from None
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def detect_format(root: str) -> str:
+    """Name of the first reader whose ``detect`` accepts ``root``; DatasetError when none does."""
+    for format in READERS:
+        if reader_class(format).detect(root):
+            return format
+    raise DatasetError(f"no reader recognises this path (known formats: {', '.join(READERS)})",
+                       file=root, kind="unknown_format")
+
+
+def open_dataset(root: str, format: str | None = None, *, skip_invalid: bool = False, **options) -> DetectionDataset:
+    """Open a dataset at a local path or URI, detecting its format unless ``format`` is given.
+
+    ``options`` go to the reader (e.g. ``split="test"`` for UnityGroceries-Real).
+    """
+    fmt = format or detect_format(root)
+    return reader_class(fmt)(root, skip_invalid=skip_invalid, **options)

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from synthgap.data import DatasetError, Sample
+from synthgap.data.torch_dataset import TorchDetectionDataset, collate_detection
+
+
+def _image(tmp_path, w=40, h=20, name="img.png"):
+    path = tmp_path / name
+    Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(path)
+    return str(path)
+
+
+def test_targets_follow_torchvision_convention(tmp_path):
+    s = Sample(image=_image(tmp_path), width=40, height=20, boxes=[[4, 2, 10, 6], [0, 0, 5, 5]],
+               labels=[3, 1], image_id=17, iscrowd=[False, True])
+    ds = TorchDetectionDataset([s])
+    image, target = ds[0]
+    assert image.shape == (3, 20, 40) and image.dtype == torch.float32
+    assert abs(float(image.max()) - 128 / 255) < 1e-6
+    assert target["boxes"].tolist() == [[4.0, 2.0, 14.0, 8.0]]  # crowd dropped, xyxy
+    assert target["labels"].dtype == torch.int64 and target["labels"].tolist() == [3]
+    assert int(target["image_id"]) == 17
+
+
+def test_resize_scales_boxes(tmp_path):
+    s = Sample(image=_image(tmp_path), width=40, height=20, boxes=[[4, 2, 10, 6]], labels=[1])
+    image, target = TorchDetectionDataset([s], image_size=(80, 10))[0]
+    assert image.shape == (3, 10, 80)
+    assert target["boxes"].tolist() == [[8.0, 1.0, 28.0, 4.0]]
+    assert target["area"].tolist() == [pytest.approx(60.0)]
+    images, targets = collate_detection([TorchDetectionDataset([s])[0]] * 2)
+    assert len(images) == 2 and len(targets) == 2
+
+
+def test_missing_and_unreadable_and_mismatched_images(tmp_path):
+    missing = Sample(image=str(tmp_path / "nope.png"), width=4, height=4, boxes=np.zeros((0, 4)), labels=[])
+    with pytest.raises(DatasetError, match="nope.png.*not found"):
+        TorchDetectionDataset([missing])[0]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="bad.png.*cannot be decoded"):
+        TorchDetectionDataset([Sample(image=str(bad), width=4, height=4, boxes=np.zeros((0, 4)), labels=[])])[0]
+    wrong = Sample(image=_image(tmp_path), width=41, height=20, boxes=np.zeros((0, 4)), labels=[])
+    with pytest.raises(DatasetError, match="40x20 but the annotation says 41x20"):
+        TorchDetectionDataset([wrong])[0]

@@ -1,64 +1,118 @@
 """The one storage layer: every open, list and write of a path or URI goes through here (fsspec).
 
-Local paths, ``file://``, ``memory://``, ``http(s)://`` (read), ``gs://`` (gcsfs extra) and
-``s3://`` (s3fs extra) all work the same way. Writes are atomic: data goes to a temporary name
-and is renamed into place (local, memory) or uploaded as one object (gs, s3, whose objects only
-appear once complete), so a reader never sees half a file.
+Local paths, ``file://``, ``memory://``, ``gs://`` (gcsfs, extra ``gcs``) and ``s3://`` (s3fs,
+extra ``s3``) go through fsspec. ``http(s)://`` is read-only and goes through
+`synthgap.httpfetch` (stdlib http.client) rather than fsspec's HTTPFileSystem, which would pull in
+aiohttp for a single streamed GET.
+
+Writes are atomic: data goes to a temporary name beside the target and is renamed into place
+(local, memory, other filesystems), or is uploaded as one object (gs, s3: an object appears only
+once its upload completes, and an exception discards the upload), so a reader never sees half a
+file and a failed write keeps the old file.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
+import io
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 import uuid
 from typing import IO, Any, Iterator
 
 import fsspec
 
+from synthgap import httpfetch
+
 # Object stores whose uploads become visible only when complete: no rename needed (or possible).
 _ATOMIC_UPLOAD_PROTOCOLS = {"gs", "gcs", "s3", "s3a", "az", "abfs", "abfss"}
+_READ_MODES = ("rb", "r", "rt")
+_WRITE_MODES = ("wb", "w", "wt")
+COPY_CHUNK = 1 << 20  # bytes per read when streaming a copy
 
 
 def split_uri(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path inside it) for a local path or URI."""
-    fs, path = fsspec.core.url_to_fs(os.fspath(uri))
+    """(filesystem, path inside it) for a local path or URI (not http: see `httpfetch`)."""
+    try:
+        fs, path = fsspec.core.url_to_fs(os.fspath(uri))
+    except ImportError as e:
+        extra = {"gs": "gcs", "gcs": "gcs", "s3": "s3", "s3a": "s3"}.get(protocol(uri))
+        hint = f" (pip install 'synthgap[{extra}]')" if extra else ""
+        raise ImportError(f"reading {protocol(uri)}:// URIs needs an optional package{hint}: {e}") from None
     return fs, path
 
 
 def protocol(uri: str) -> str:
-    """``file`` for local paths, else the URI scheme (``http``, ``gs``, ``memory`` ...)."""
+    """``file`` for local paths, else the lower-case URI scheme (``http``, ``gs``, ``memory`` ...)."""
     uri = os.fspath(uri)
-    return uri.split("://", 1)[0] if "://" in uri else "file"
+    return uri.split("://", 1)[0].lower() if "://" in uri else "file"
 
 
 def is_local(uri: str) -> bool:
     return protocol(uri) == "file"
 
 
+def is_http(uri: str) -> bool:
+    return protocol(uri) in ("http", "https")
+
+
 def local_path(uri: str) -> str:
     """The filesystem path of a local path or ``file://`` URI."""
     uri = os.fspath(uri)
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    return uri[len("file://"):] if uri.lower().startswith("file://") else uri
 
 
 def join(base: str, *parts: str) -> str:
-    """Join path parts with ``/`` for URIs and ``os.path.join`` for local paths."""
+    """Join path parts: ``os.path.join`` for local paths, ``/`` for URIs.
+
+    For URIs a part never replaces the base (``join("gs://b/x", "/y")`` is ``gs://b/x/y``), so a
+    join cannot silently drop the bucket or the scheme.
+    """
     base = os.fspath(base)
     if is_local(base):
-        return os.path.join(local_path(base), *parts)
-    return posixpath.join(base, *parts)
+        prefix = "file://" if base.lower().startswith("file://") else ""
+        return prefix + os.path.join(local_path(base), *map(os.fspath, parts))
+    out = base
+    for part in map(os.fspath, parts):
+        part = part.strip("/")
+        if not part:
+            continue
+        out = out + part if out.endswith("/") else f"{out}/{part}"
+    return out
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in _READ_MODES + _WRITE_MODES:
+        raise ValueError(f"storage.open mode must be one of {_READ_MODES + _WRITE_MODES}, got {mode!r} "
+                         "(appending and updating are not supported: writes are atomic)")
 
 
 @contextlib.contextmanager
-def open(uri: str, mode: str = "rb", **kwargs: Any) -> Iterator[IO]:  # noqa: A001 - mirrors builtins.open
-    """Open a path or URI for reading (or non-atomic appending). Use `atomic_write` to write."""
-    if any(c in mode for c in "wxa+") and "a" not in mode:
-        raise ValueError("use synthgap.storage.atomic_write to write files")
-    with fsspec.open(os.fspath(uri), mode, **kwargs) as f:
+def open(uri: str, mode: str = "rb", encoding: str = "utf-8", **kwargs: Any) -> Iterator[IO]:  # noqa: A001
+    """Open a path or URI. Read modes: ``rb``, ``r``. Write modes ``wb``, ``w`` are atomic
+    (see `atomic_write`): the file appears complete when the block exits without an exception."""
+    _check_mode(mode)
+    uri = os.fspath(uri)
+    if mode in _WRITE_MODES:
+        with atomic_write(uri, "w" if "b" not in mode else "wb") as f:
+            yield f
+        return
+    if is_http(uri):
+        raw = httpfetch.open_url(uri, **kwargs)
+        with io.BufferedReader(raw, buffer_size=COPY_CHUNK) as f:
+            yield io.TextIOWrapper(f, encoding=encoding) if "b" not in mode else f
+        return
+    if is_local(uri):
+        with builtins.open(local_path(uri), mode, **({"encoding": encoding} if "b" not in mode else {})) as f:
+            yield f
+        return
+    with fsspec.open(uri, mode, **({"encoding": encoding} if "b" not in mode else {}), **kwargs) as f:
         yield f
+
 
 
 def read_bytes(uri: str) -> bytes:
@@ -82,17 +136,33 @@ def read_json(uri: str) -> Any:
                            file=str(uri), kind="malformed_json") from None
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    try:
+        with builtins.open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
 @contextlib.contextmanager
 def atomic_write(uri: str, mode: str = "wb") -> Iterator[IO]:
     """Write a file so that readers see either the old file or the complete new one, never a part.
 
-    Local: a temporary file in the same folder, fsync, then ``os.replace``. Object stores: the
-    upload itself is atomic. Other filesystems: a temporary name, then a move. Parent folders are
-    created. On an exception nothing is left under the final name.
+    Local: a temporary file in the same folder, fsync, then ``os.replace`` (permissions as a
+    plain ``open`` would give, not mkstemp's 0600). Object stores: the upload is committed only
+    when the block exits cleanly; an exception discards it. Other filesystems (memory://): a
+    temporary name, then a move. Parent folders are created. On an exception nothing is left
+    under the final name (an existing file there is kept) and no temporary file is left.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
     uri = os.fspath(uri)
+    if is_http(uri):
+        raise ValueError(f"cannot write to {httpfetch.redact(uri)}: http(s) URIs are read-only")
     if is_local(uri):
         path = local_path(uri)
         folder = os.path.dirname(os.path.abspath(path))
@@ -103,6 +173,7 @@ def atomic_write(uri: str, mode: str = "wb") -> Iterator[IO]:
                 yield f
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -111,7 +182,7 @@ def atomic_write(uri: str, mode: str = "wb") -> Iterator[IO]:
         return
     fs, path = split_uri(uri)
     if protocol(uri) in _ATOMIC_UPLOAD_PROTOCOLS:
-        with fs.open(path, mode) as f:
+        with _discard_on_error(fs.open(path, "wb"), mode) as f:
             yield f
         return
     parent = posixpath.dirname(path)
@@ -119,13 +190,39 @@ def atomic_write(uri: str, mode: str = "wb") -> Iterator[IO]:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     try:
-        with fs.open(tmp, mode) as f:
+        with _discard_on_error(fs.open(tmp, "wb"), mode) as f:
             yield f
         fs.mv(tmp, path)
     except BaseException:
         with contextlib.suppress(Exception):
-            fs.rm(tmp)
+            if fs.exists(tmp):
+                fs.rm(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _discard_on_error(raw: IO, mode: str) -> Iterator[IO]:
+    """Yield ``raw`` (text-wrapped for ``w``); on an exception throw the data away instead of
+    committing it. fsspec's buffered files upload on ``close()`` even when leaving a ``with``
+    block by an exception, so a failed write to gs:// or s3:// would publish a truncated object."""
+    f = io.TextIOWrapper(raw, encoding="utf-8") if mode == "w" else raw
+    try:
+        yield f
+        f.flush()
+    except BaseException:
+        discard = getattr(raw, "discard", None)
+        if callable(discard):
+            with contextlib.suppress(Exception):
+                discard()
+        if hasattr(raw, "forced"):  # AbstractBufferedFile: mark closed without the final flush
+            raw.closed = True
+        else:
+            with contextlib.suppress(Exception):
+                raw.close()
+        raise
+    if mode == "w":
+        f.detach()
+    raw.close()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -141,32 +238,93 @@ def write_json(uri: str, obj: Any, indent: int | None = 2) -> None:
     write_text(uri, json.dumps(obj, indent=indent) + "\n")
 
 
+def copy(src_uri: str, dst_uri: str) -> None:
+    """Stream ``src_uri`` to ``dst_uri`` (any two supported URIs); atomic at the destination."""
+    with open(src_uri, "rb") as src, atomic_write(dst_uri, "wb") as dst:
+        shutil.copyfileobj(src, dst, COPY_CHUNK)
+
+
 def exists(uri: str) -> bool:
+    if is_http(uri):
+        return _http_exists(uri)
+    if is_local(uri):
+        return os.path.exists(local_path(uri))
     fs, path = split_uri(uri)
     return fs.exists(path)
 
 
+def _http_exists(uri: str) -> bool:
+    """HEAD (then a one-byte GET, for servers that refuse HEAD): True for 2xx, False for 404/410."""
+    for method, headers in (("HEAD", {}), ("GET", {"Range": "bytes=0-0"})):
+        try:
+            httpfetch.open_url(uri, method=method, headers=headers).close()
+            return True
+        except httpfetch.HTTPStatusError as e:
+            if e.gone:
+                return False
+            if e.status not in (405, 501):
+                raise
+    return False
+
+
 def isdir(uri: str) -> bool:
+    if is_http(uri):
+        return False
+    if is_local(uri):
+        return os.path.isdir(local_path(uri))
     fs, path = split_uri(uri)
     return fs.isdir(path)
 
 
 def isfile(uri: str) -> bool:
+    if is_http(uri):
+        return _http_exists(uri)
+    if is_local(uri):
+        return os.path.isfile(local_path(uri))
     fs, path = split_uri(uri)
     return fs.isfile(path)
 
 
 def makedirs(uri: str) -> None:
+    if is_local(uri):
+        os.makedirs(local_path(uri), exist_ok=True)
+        return
+    _no_http(uri, "create folders at")
     fs, path = split_uri(uri)
     fs.makedirs(path, exist_ok=True)
+
+
+def _no_http(uri: str, what: str) -> None:
+    if is_http(uri):
+        raise ValueError(f"cannot {what} {httpfetch.redact(uri)}: http(s) URIs are files, not folders")
 
 
 def listdir(uri: str) -> list[str]:
     """Sorted base names of the entries of a folder."""
     if is_local(uri):
         return sorted(os.listdir(local_path(uri)))
+    _no_http(uri, "list")
     fs, path = split_uri(uri)
-    return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False))
+    if not fs.isdir(path):
+        raise (NotADirectoryError if fs.exists(path) else FileNotFoundError)(f"not a folder: {uri}")
+    path = path.rstrip("/")
+    return sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)
+                  if p.rstrip("/") != path)
+
+
+def walk_files(uri: str) -> list[str]:
+    """Sorted ``/``-separated paths, relative to the folder ``uri``, of every file below it."""
+    if is_local(uri):
+        root = local_path(uri)
+        out = []
+        for folder, _, files in os.walk(root):
+            rel = os.path.relpath(folder, root)
+            out += [name if rel == "." else f"{rel.replace(os.sep, '/')}/{name}" for name in files]
+        return sorted(out)
+    _no_http(uri, "list")
+    fs, path = split_uri(uri)
+    path = path.rstrip("/")
+    return sorted(posixpath.relpath(p, path) for p in fs.find(path) if p.rstrip("/") != path)
 
 
 def glob(uri_pattern: str) -> list[str]:
@@ -175,8 +333,10 @@ def glob(uri_pattern: str) -> list[str]:
     if is_local(uri_pattern):
         import glob as _glob
 
-        return sorted(_glob.glob(local_path(uri_pattern)))
+        prefix = "file://" if uri_pattern.lower().startswith("file://") else ""
+        return sorted(prefix + p for p in _glob.glob(local_path(uri_pattern)))
+    _no_http(uri_pattern, "glob")
     fs, path = split_uri(uri_pattern)
-    proto = protocol(uri_pattern)
-    return sorted(fs.unstrip_protocol(p) if proto != "memory" else f"memory://{p.lstrip('/')}"
-                  for p in fs.glob(path))
+    scheme = uri_pattern.split("://", 1)[0]
+    # fsspec strips the scheme (and memory's leading "/"); put back the form the caller used.
+    return sorted(f"{scheme}://{p.lstrip('/') if scheme.lower() == 'memory' else p}" for p in fs.glob(path))

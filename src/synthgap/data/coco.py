@@ -1,0 +1,456 @@
+"""COCO instances JSON: a reader (`CocoDataset`, format ``coco``) and a writer (`CocoWriter`, `to_coco_dict`).
+
+Boxes are COCO ``bbox`` = xywh float pixels, the same convention as `Sample.boxes`, so values go
+from file to Sample and back without any conversion (no xyxy round trip, no rounding).
+Segmentation polygons/RLE are ignored: synthgap is about 2D boxes.
+
+Skipping rule (``skip_invalid=True``): an invalid annotation drops its whole image, so a kept image
+never silently misses ground truth; an annotation naming an unknown image is dropped alone.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import re
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from synthgap import storage
+from synthgap.data.dataset import DetectionDataset
+from synthgap.data.errors import DatasetError
+from synthgap.data.sample import BORDER_TOLERANCE_PX, Sample
+
+DEFAULT_JSON_NAME = "annotations.json"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading
+
+def find_coco_json(root: str) -> str:
+    """The annotations JSON of ``root``: ``root`` itself when it is a file, else the one ``*.json`` in the
+    folder (or in its ``annotations/`` sub-folder)."""
+    if not storage.isdir(root):
+        return root
+    for folder in (root, storage.join(root, "annotations")):
+        if not storage.isdir(folder):
+            continue
+        names = [n for n in storage.listdir(folder) if n.lower().endswith(".json")]
+        if len(names) == 1:
+            return storage.join(folder, names[0])
+        if len(names) > 1:
+            raise DatasetError(f"folder holds {len(names)} JSON files ({', '.join(names)}); pass the annotations "
+                               f"JSON file itself", file=folder, kind="ambiguous_json")
+    raise DatasetError("no COCO annotations JSON file in this folder", file=root, kind="missing_file")
+
+
+def _require(obj: Mapping, key: str, file: str, record: str, types: type | tuple) -> Any:
+    if key not in obj:
+        raise DatasetError(f"missing key '{key}'", file=file, record=record, field=key, kind="missing_key")
+    value = obj[key]
+    if not isinstance(value, types) or isinstance(value, bool):
+        raise DatasetError(f"'{key}' has type {type(value).__name__}", file=file, record=record, field=key,
+                           kind="bad_type")
+    return value
+
+
+_NUMBER = (int, float)
+_NUMBER_TYPES = frozenset(_NUMBER)  # exact types: bool is not a number here
+
+
+def _parse_annotation(a: object, i: int, f: str) -> tuple:
+    """(id, image_id, category_id, bbox, area, iscrowd) of one annotation; DatasetError names what is wrong."""
+    if type(a) is not dict:
+        raise DatasetError("annotation is not an object", file=f, record=f"annotations[{i}]", kind="bad_type")
+    ann_id = a.get("id")
+    ann_id = ann_id if type(ann_id) is int else 0
+    image_id, cat, bbox, area = a.get("image_id"), a.get("category_id"), a.get("bbox"), a.get("area", np.nan)
+    if type(image_id) is not int or type(cat) is not int or type(bbox) is not list or type(area) not in _NUMBER_TYPES:
+        rec = f"annotations[{i}] (id {ann_id})" if ann_id else f"annotations[{i}]"
+        _require(a, "image_id", f, rec, int)
+        _require(a, "category_id", f, rec, int)
+        _require(a, "bbox", f, rec, list)
+        _require(a, "area", f, rec, _NUMBER)
+    if len(bbox) != 4 or not (type(bbox[0]) in _NUMBER_TYPES and type(bbox[1]) in _NUMBER_TYPES
+                              and type(bbox[2]) in _NUMBER_TYPES and type(bbox[3]) in _NUMBER_TYPES):
+        rec = f"annotations[{i}] (id {ann_id})" if ann_id else f"annotations[{i}]"
+        raise DatasetError(f"bbox must be 4 numbers [x, y, w, h], got {bbox!r}", file=f, record=rec, field="bbox",
+                           kind="bad_bbox")
+    return ann_id, image_id, cat, bbox, area, bool(a.get("iscrowd", 0))
+
+
+class CocoDataset(DetectionDataset):
+    """A COCO instances JSON read into a compact numpy index (one row per annotation, sorted by image).
+
+    Args:
+        root: the JSON file (path or URI), or a folder holding exactly one annotations JSON.
+        image_root: folder that ``file_name`` is relative to. Default: the first of the JSON's folder,
+            its ``images/``, ``../<split>/`` for ``instances_<split>.json`` (the COCO release layout) and
+            ``../images/`` that holds the first image file; else the JSON's folder.
+        skip_invalid: drop invalid records (listed in ``self.skipped``) instead of raising `DatasetError`.
+    """
+
+    format = "coco"
+
+    def __init__(self, root: str, *, skip_invalid: bool = False, image_root: str | None = None):
+        super().__init__(root, skip_invalid=skip_invalid)
+        self.json_path = find_coco_json(root)
+        data = storage.read_json(self.json_path)
+        f = self.json_path
+        if not isinstance(data, dict):
+            raise DatasetError(f"top level is a {type(data).__name__}, expected a JSON object", file=f,
+                               kind="bad_type")
+        for key in ("images", "annotations", "categories"):
+            _require(data, key, f, "top level", list)
+        self.label_map = self._read_categories(data["categories"])
+        self._read_images(data["images"])
+        self._read_annotations(data["annotations"])
+        self.image_root = image_root if image_root is not None else self._default_image_root()
+
+    @classmethod
+    def detect(cls, root: str) -> bool:
+        try:
+            path = find_coco_json(root)
+        except DatasetError:
+            return False
+        if not path.lower().endswith(".json") or not storage.isfile(path):
+            return False
+        with storage.open(path, "rb") as fh:
+            head = fh.read(1024).lstrip()
+        return head.startswith(b"{")
+
+    # -- index building ------------------------------------------------------------------------------------
+    def _read_categories(self, categories: list) -> dict[int, str]:
+        out: dict[int, str] = {}
+        for i, c in enumerate(categories):
+            rec = f"categories[{i}]"
+            if not isinstance(c, dict):
+                raise DatasetError("category is not an object", file=self.json_path, record=rec, kind="bad_type")
+            cid = _require(c, "id", self.json_path, rec, int)
+            name = _require(c, "name", self.json_path, rec, str)
+            if cid in out:
+                raise DatasetError(f"duplicate category id {cid}", file=self.json_path, record=rec, field="id",
+                                   kind="duplicate_id")
+            out[cid] = name
+        return dict(sorted(out.items()))
+
+    def _read_images(self, images: list) -> None:
+        f = self.json_path
+        if not images:
+            raise DatasetError("the dataset has no images", file=f, record="images", field="images",
+                               kind="empty_dataset")
+        n = len(images)
+        ids = np.empty(n, dtype=np.int64)
+        widths = np.empty(n, dtype=np.int64)
+        heights = np.empty(n, dtype=np.int64)
+        names: list[str] = []
+        for i, im in enumerate(images):
+            rec = f"images[{i}]"
+            if not isinstance(im, dict):
+                raise DatasetError("image entry is not an object", file=f, record=rec, kind="bad_type")
+            ids[i] = _require(im, "id", f, rec, int)
+            rec = f"images[{i}] (id {ids[i]})"
+            names.append(_require(im, "file_name", f, rec, str))
+            widths[i] = _require(im, "width", f, rec, int)
+            heights[i] = _require(im, "height", f, rec, int)
+        uniq, counts = np.unique(ids, return_counts=True)
+        if (counts > 1).any():
+            dup = int(uniq[counts > 1][0])
+            first = int(np.flatnonzero(ids == dup)[1])
+            raise DatasetError(f"duplicate image id {dup}", file=f, record=f"images[{first}]", field="id",
+                               kind="duplicate_id")
+        self._image_ids = ids
+        self._widths = widths
+        self._heights = heights
+        self._file_names = names
+        self._keep = np.ones(n, dtype=bool)
+        for i in np.flatnonzero((widths <= 0) | (heights <= 0)):
+            self._problem(DatasetError(f"image size must be positive, got {widths[i]}x{heights[i]}", file=f,
+                                       record=f"images[{i}] (id {ids[i]})", field="width/height",
+                                       kind="bad_image_size"), image_row=int(i))
+
+    def _read_annotations(self, annotations: list) -> None:
+        f = self.json_path
+        n = len(annotations)
+        id_order = np.argsort(self._image_ids, kind="stable")
+        sorted_ids = self._image_ids[id_order]
+
+        def row_of(image_id: int) -> int:
+            pos = int(np.searchsorted(sorted_ids, image_id))
+            return int(id_order[pos]) if pos < len(sorted_ids) and sorted_ids[pos] == image_id else -1
+
+        # one pass of cheap exact-type checks into flat lists, then one numpy conversion per column
+        cols: list[tuple] = []
+        bad_rows: list[int] = []
+        nan_row = (0, 0, 0, (np.nan,) * 4, np.nan, False)
+        for i, a in enumerate(annotations):
+            try:
+                cols.append(_parse_annotation(a, i, f))
+            except DatasetError as e:
+                cols.append(nan_row)
+                bad_rows.append(i)
+                image_id = a.get("image_id") if isinstance(a, dict) else None
+                self._problem(e, image_row=row_of(image_id) if type(image_id) is int else -1)
+        ann_ids, image_ids, cats, bbox_list, area_list, crowd_list = zip(*cols) if cols else ((),) * 6
+        ann_ids = np.array(ann_ids, dtype=np.int64)
+        image_ids = np.array(image_ids, dtype=np.int64)
+        cats = np.array(cats, dtype=np.int64)
+        boxes = np.array(bbox_list, dtype=np.float64).reshape(n, 4)
+        areas = np.array(area_list, dtype=np.float64)
+        crowd = np.array(crowd_list, dtype=bool)
+        bad = np.zeros(n, dtype=bool)
+        bad[bad_rows] = True
+        # vectorized checks on the well-formed rows, same rules as validate_sample
+        order_rows = np.searchsorted(sorted_ids, image_ids)
+        order_rows = np.clip(order_rows, 0, max(len(sorted_ids) - 1, 0))
+        known_image = (sorted_ids[order_rows] == image_ids) & ~bad
+        rows = np.where(known_image, id_order[order_rows], -1)
+        for i in np.flatnonzero(~known_image & ~bad):
+            bad[i] = True
+            self._problem(DatasetError(f"image id {image_ids[i]} is not in 'images'", file=f,
+                                       record=self._ann_rec(i, ann_ids), field="image_id", kind="unknown_image"))
+        ok = ~bad
+        w = np.where(rows >= 0, self._widths[np.maximum(rows, 0)], 0)
+        h = np.where(rows >= 0, self._heights[np.maximum(rows, 0)], 0)
+        x0, y0, bw, bh = boxes.T
+        checks = [
+            (~np.isfinite(boxes).all(axis=1), "box_not_finite", "bbox", "box {b} has a non-finite value"),
+            ((bw <= 0) | (bh <= 0), "box_non_positive", "bbox", "box {b} (xywh) has zero or negative size"),
+            ((x0 < -BORDER_TOLERANCE_PX) | (y0 < -BORDER_TOLERANCE_PX) | (x0 + bw > w + BORDER_TOLERANCE_PX)
+             | (y0 + bh > h + BORDER_TOLERANCE_PX), "box_outside_image", "bbox",
+             "box {b} (xywh) lies outside the {w}x{h} image"),
+            (~np.isin(cats, np.fromiter(self.label_map, dtype=np.int64, count=len(self.label_map))),
+             "unknown_label", "category_id", "category id {c} is not in 'categories'"),
+        ]
+        for mask, kind, field, msg in checks:
+            for i in np.flatnonzero(mask & ok):
+                ok[i] = False
+                self._problem(DatasetError(msg.format(b=boxes[i].tolist(), w=w[i], h=h[i], c=cats[i]), file=f,
+                                           record=self._ann_rec(i, ann_ids), field=field, kind=kind),
+                              image_row=int(rows[i]))
+        # sort the annotations by image row: image r owns [start[r], end[r]) of the sorted arrays
+        keep = np.flatnonzero(ok)
+        order = keep[np.argsort(rows[keep], kind="stable")]
+        self._ann_boxes = boxes[order]
+        self._ann_labels = cats[order]
+        self._ann_areas = areas[order]
+        self._ann_crowd = crowd[order]
+        self._ann_ids = ann_ids[order]
+        sorted_rows = rows[order]
+        n_images = len(self._image_ids)
+        self._start = np.searchsorted(sorted_rows, np.arange(n_images), side="left")
+        self._end = np.searchsorted(sorted_rows, np.arange(n_images), side="right")
+        self._rows = np.flatnonzero(self._keep)
+
+    @staticmethod
+    def _ann_rec(i: int, ann_ids: np.ndarray) -> str:
+        return f"annotations[{i}] (id {ann_ids[i]})" if ann_ids[i] else f"annotations[{i}]"
+
+    def _problem(self, error: DatasetError, image_row: int = -1) -> None:
+        if not self.skip_invalid:
+            raise error
+        self.skipped.add(error)
+        if image_row >= 0:
+            self._keep[image_row] = False
+
+    def _default_image_root(self) -> str:
+        base = posixpath.dirname(self.json_path) if not storage.is_local(self.json_path) \
+            else os.path.dirname(os.path.abspath(storage.local_path(self.json_path)))
+        first = self._file_names[0]
+        if "://" in first or os.path.isabs(first):
+            return base
+        candidates = [base, storage.join(base, "images")]
+        # the COCO release layout: annotations/instances_val2017.json beside val2017/
+        stem = re.fullmatch(r"instances_(.+)\.json", self.json_path.replace("\\", "/").rsplit("/", 1)[-1])
+        parent = posixpath.dirname(base) if not storage.is_local(base) else os.path.dirname(base)
+        if stem:
+            candidates.append(storage.join(parent, stem.group(1)))
+        candidates.append(storage.join(parent, "images"))
+        for candidate in candidates:
+            if storage.exists(storage.join(candidate, first)):
+                return candidate
+        return base
+
+    # -- Sequence API -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def image_path(self, row: int) -> str:
+        name = self._file_names[row]
+        if "://" in name or os.path.isabs(name):
+            return name
+        return storage.join(self.image_root, name)
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        r = int(self._rows[index])
+        s, e = self._start[r], self._end[r]
+        boxes, areas = self._ann_boxes[s:e], self._ann_areas[s:e]
+        missing = np.isnan(areas)
+        if missing.all():
+            areas = None  # no annotated area: consumers use w * h
+        elif missing.any():
+            areas = np.where(missing, boxes[:, 2] * boxes[:, 3], areas)
+        return Sample(
+            image=self.image_path(r), width=int(self._widths[r]), height=int(self._heights[r]),
+            boxes=boxes, labels=self._ann_labels[s:e], image_id=int(self._image_ids[r]),
+            instance_ids=tuple(int(v) for v in self._ann_ids[s:e]), iscrowd=self._ann_crowd[s:e],
+            areas=areas,
+            metadata={"file_name": self._file_names[r], "source": self.json_path},
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# writing
+
+def _categories(label_map: Mapping[int, str]) -> list[dict]:
+    return [{"id": int(k), "name": str(v), "supercategory": ""} for k, v in sorted(label_map.items())]
+
+
+def _image_entry(sample: Sample, file_name: str) -> dict:
+    return {"id": int(sample.image_id), "file_name": file_name, "width": int(sample.width),
+            "height": int(sample.height)}
+
+
+def _annotation_entries(sample: Sample, first_id: int) -> list[dict]:
+    image_id = int(sample.image_id)
+    # tolist() gives Python floats holding the exact float64 values: bbox is written verbatim
+    return [{"id": first_id + j, "image_id": image_id, "category_id": label, "bbox": box, "area": area,
+             "iscrowd": crowd}
+            for j, (label, box, area, crowd) in enumerate(zip(sample.labels.tolist(), sample.boxes.tolist(),
+                                                              sample.box_areas.astype(np.float64).tolist(),
+                                                              sample.iscrowd.astype(int).tolist()))]
+
+
+def _absolute(uri: str) -> str:
+    return os.path.abspath(storage.local_path(uri)) if storage.is_local(uri) else uri
+
+
+def to_coco_dict(samples: Iterable[Sample], label_map: Mapping[int, str]) -> dict:
+    """COCO ground-truth dict of ``samples`` (file_name = ``Sample.image``; annotation ids 1..N in order).
+
+    ``bbox`` is ``Sample.boxes`` verbatim (xywh pixels); ``area`` is ``Sample.areas`` or w*h.
+    Loadable by pycocotools: ``coco = COCO(); coco.dataset = d; coco.createIndex()``.
+    """
+    images, annotations, seen = [], [], set()
+    for sample in samples:
+        if sample.image_id in seen:
+            raise ValueError(f"duplicate image_id {sample.image_id} ({sample.image}): COCO needs unique ids")
+        seen.add(sample.image_id)
+        images.append(_image_entry(sample, sample.image))
+        annotations.extend(_annotation_entries(sample, len(annotations) + 1))
+    return {"info": {"description": "written by synthgap"}, "images": images, "annotations": annotations,
+            "categories": _categories(label_map)}
+
+
+class CocoWriter:
+    """Write samples to one COCO JSON, atomically, on `close` (or leaving the ``with`` block).
+
+    Args:
+        root_or_json_path: a ``.json`` path (its folder is the root) or a folder (JSON = ``annotations.json``).
+        label_map: category id -> name, written as ``categories``.
+        copy_images: copy image files given by path into ``<root>/<images_dir>/`` and reference them
+            relatively; when False they are referenced by absolute path/URI.
+        images_dir: sub-folder (relative to the root) for copied or given images.
+
+    ``add(sample, image)`` with ``image`` as PIL image or encoded bytes writes that image as
+    ``<images_dir>/<basename of sample.image>`` (PNG when a PIL image has no known suffix).
+    Names that collide get the image id as prefix. Output is deterministic for the same inputs.
+    """
+
+    def __init__(self, root_or_json_path: str, label_map: Mapping[int, str], *, copy_images: bool = False,
+                 images_dir: str = "images"):
+        target = os.fspath(root_or_json_path)
+        if target.lower().endswith(".json"):
+            self.json_path = target
+            self.root = posixpath.dirname(target) if not storage.is_local(target) else \
+                os.path.dirname(os.path.abspath(storage.local_path(target)))
+        else:
+            self.root = target
+            self.json_path = storage.join(target, DEFAULT_JSON_NAME)
+        self.label_map = dict(label_map)
+        self.copy_images = copy_images
+        self.images_dir = images_dir
+        self._images: list[dict] = []
+        self._annotations: list[dict] = []
+        self._ids: set[int] = set()
+        self._names: set[str] = set()
+        self._closed = False
+
+    def __enter__(self) -> "CocoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def _unique_name(self, sample: Sample, suffix: str | None = None) -> str:
+        base = posixpath.basename(sample.image.replace("\\", "/")) or f"{sample.image_id}"
+        if suffix and not os.path.splitext(base)[1]:
+            base += suffix
+        name = base
+        if name in self._names:
+            name = f"{sample.image_id}_{base}"
+        k = 1
+        while name in self._names:
+            name = f"{sample.image_id}_{k}_{base}"
+            k += 1
+        self._names.add(name)
+        return name
+
+    def add(self, sample: Sample, image: Any = None) -> Sample:
+        """Add one image's annotations (and write the image when given); returns the sample as referenced."""
+        if self._closed:
+            raise RuntimeError("CocoWriter is closed")
+        if sample.image_id in self._ids:
+            raise ValueError(f"duplicate image_id {sample.image_id} ({sample.image}): COCO needs unique ids")
+        if image is not None:
+            if isinstance(image, (bytes, bytearray, memoryview)):
+                name = self._unique_name(sample)
+                data = bytes(image)
+            else:  # a PIL image
+                name = self._unique_name(sample, suffix=".png")
+                buf = io.BytesIO()
+                ext = os.path.splitext(name)[1].lower()
+                image.save(buf, format={".jpg": "JPEG", ".jpeg": "JPEG"}.get(ext, "PNG"))
+                data = buf.getvalue()
+            file_name = posixpath.join(self.images_dir, name)
+            storage.write_bytes(storage.join(self.root, self.images_dir, name), data)
+            path = storage.join(self.root, self.images_dir, name)
+        elif self.copy_images:
+            name = self._unique_name(sample)
+            file_name = posixpath.join(self.images_dir, name)
+            path = storage.join(self.root, self.images_dir, name)
+            storage.write_bytes(path, storage.read_bytes(sample.image))
+        else:
+            file_name = path = _absolute(sample.image)
+        self._ids.add(sample.image_id)
+        self._images.append(_image_entry(sample, file_name))
+        self._annotations.extend(_annotation_entries(sample, len(self._annotations) + 1))
+        if path == sample.image:
+            return sample
+        return Sample(image=path, width=sample.width, height=sample.height, boxes=sample.boxes,
+                      labels=sample.labels, image_id=sample.image_id, instance_ids=sample.instance_ids,
+                      iscrowd=sample.iscrowd, areas=sample.areas, segmentation=sample.segmentation,
+                      metadata=sample.metadata)
+
+    def to_dict(self) -> dict:
+        return {"info": {"description": "written by synthgap"}, "images": list(self._images),
+                "annotations": list(self._annotations), "categories": _categories(self.label_map)}
+
+    def close(self) -> str:
+        """Write the JSON (atomically) and return its path; later calls do nothing."""
+        if not self._closed:
+            text = json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+            storage.write_text(self.json_path, text + "\n")
+            self._closed = True
+        return self.json_path

@@ -1,0 +1,180 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from pycocotools.coco import COCO
+
+from synthgap.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def make_coco(root, mutate=None):
+    """Three images (one without boxes) in COCO layout; ``mutate(dict)`` breaks it on purpose."""
+    root.mkdir(parents=True, exist_ok=True)
+    data = {
+        "images": [{"id": i, "file_name": f"im{i}.png", "width": 64, "height": 48} for i in (1, 2, 3)],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1.25, 2.5, 40.0, 40.0], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [10, 10, 5, 5], "iscrowd": 0},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 20, 10], "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "cereal"}, {"id": 2, "name": "soup"}, {"id": 5, "name": "tea"}],
+    }
+    for im in data["images"]:
+        Image.new("RGB", (64, 48)).save(root / im["file_name"])
+    if mutate:
+        mutate(data)
+    (root / "instances.json").write_text(json.dumps(data))
+    return root / "instances.json"
+
+
+def test_info_text_and_json(tmp_path):
+    path = make_coco(tmp_path / "c")
+    res = run("info", path)
+    assert res.exit_code == 0, res.output
+    assert "format:  coco" in res.stdout and "images:  3 (1 without boxes)" in res.stdout
+    assert "boxes:   3" in res.stdout and "problems: none" in res.stdout
+    res = run("info", path, "--json")
+    assert res.exit_code == 0
+    report = json.loads(res.stdout)
+    assert report["classes"] == [{"name": "cereal", "id": 1, "count": 2}, {"name": "soup", "id": 2, "count": 1},
+                                 {"name": "tea", "id": 5, "count": 0}]
+    assert report["images_without_boxes"] == 1 and report["box_size_px"]["width"]["max"] == 40.0
+    assert report["box_size_px"]["coco_small"] == 2 and report["box_size_px"]["coco_medium"] == 1
+    assert report["problems"] == []
+
+
+def test_info_lists_problems_and_exit_code(tmp_path):
+    def breaks(d):
+        d["annotations"][2]["bbox"] = [60, 0, 20, 10]          # outside the 64x48 image 2
+        d["annotations"].append({"id": 4, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]})
+    path = make_coco(tmp_path / "c", breaks)
+    (tmp_path / "c" / "im3.png").unlink()
+    res = run("info", path, "--json")
+    assert res.exit_code == 1
+    report = json.loads(res.stdout)
+    assert report["problem_counts"] == {"box_outside_image": 1, "missing_image": 1, "unknown_image": 1}
+    outside = next(p for p in report["problems"] if p["kind"] == "box_outside_image")
+    assert outside["file"] == str(path) and outside["record"] == "annotations[2] (id 3)" and outside["field"] == "bbox"
+    missing = next(p for p in report["problems"] if p["kind"] == "missing_image")
+    assert missing["file"] == str(tmp_path / "c" / "im3.png") and missing["record"] == "image_id 3"
+    assert report["images"] == 2  # image 2 left out, image 3 counted but its file is missing
+    res = run("info", path, "--skip-invalid")
+    assert res.exit_code == 0 and "problems: 3 (1 box_outside_image, 1 missing_image, 1 unknown_image)" in res.stdout
+    assert "annotations[2] (id 3)" in res.stdout
+
+
+@pytest.mark.parametrize("content,needle", [
+    ('{"images": [', "malformed JSON"),
+    ('{"images": [], "annotations": [], "categories": []}', "no images"),
+    ('{"annotations": [], "categories": []}', "missing key 'images'"),
+    ('{"images": [{"id": 1, "file_name": "a.png", "width": 4, "height": 4}], "annotations": [], "categories": [1]}',
+     "category is not an object"),
+])
+def test_info_fatal_errors(tmp_path, content, needle):
+    (tmp_path / "x.json").write_text(content)
+    res = run("info", tmp_path / "x.json")
+    assert res.exit_code == 1 and needle in res.output and str(tmp_path / "x.json") in res.output
+
+
+def test_convert_coco_to_coco_with_copy(tmp_path):
+    path = make_coco(tmp_path / "c")
+    out = tmp_path / "out"
+    res = run("convert", path, out, "--to", "coco", "--copy-images")
+    assert res.exit_code == 0, res.output
+    assert "wrote 3 images, 3 boxes, 3 classes" in res.stdout and "skipped 0 records" in res.stdout
+    coco = COCO(str(out / "annotations.json"))
+    assert coco.loadAnns(coco.getAnnIds(imgIds=[1]))[0]["bbox"] == [1.25, 2.5, 40.0, 40.0]
+    assert coco.imgs[1]["file_name"] == "images/im1.png" and (out / "images" / "im1.png").exists()
+    assert run("info", out).exit_code == 0
+
+
+def test_convert_skip_invalid_counts_and_reasons(tmp_path):
+    def breaks(d):
+        d["annotations"][0]["bbox"] = [1, 2, float("nan"), 4]
+        d["annotations"][2]["category_id"] = 99
+    path = make_coco(tmp_path / "c", breaks)
+    res = run("convert", path, tmp_path / "o.json")
+    assert res.exit_code == 1 and "annotations[0] (id 1)" in res.output and "field 'bbox'" in res.output
+    assert not (tmp_path / "o.json").exists()
+    res = run("convert", path, tmp_path / "o.json", "--skip-invalid")
+    assert res.exit_code == 0, res.output
+    assert "wrote 1 images, 0 boxes" in res.stdout
+    assert "skipped 2 invalid records (1 box_not_finite, 1 unknown_label)" in res.stdout
+    assert COCO(str(tmp_path / "o.json")).getImgIds() == [3]
+
+
+def make_groceries(root):
+    (root / "images").mkdir(parents=True)
+    records = [{"file_name": f"IMG_{i}.JPG", "annotations": [{"label_id": 2, "bbox": [1, 1, 5.5, 6]}]}
+               for i in range(4)]
+    for r in records:
+        Image.new("RGB", (16, 12)).save(root / "images" / r["file_name"], format="JPEG")
+    (root / "annotations.json").write_text(json.dumps(records))
+    (root / "annotation_definitions.json").write_text(json.dumps({"annotation_definitions": [
+        {"id": "x", "name": "bounding box",
+         "spec": [{"label_id": 1, "label_name": "a"}, {"label_id": 2, "label_name": "b"}]}]}))
+    (root / "groceries_real_test.txt").write_text("3 1")
+    return root
+
+
+def test_convert_groceries_real_split(tmp_path):
+    root = make_groceries(tmp_path / "g")
+    res = run("convert", root, tmp_path / "t.json", "--from", "groceries-real", "--split", "test")
+    assert res.exit_code == 0, res.output
+    coco = COCO(str(tmp_path / "t.json"))
+    assert sorted(coco.getImgIds()) == [1, 3] and coco.imgs[3]["width"] == 16
+    assert coco.anns[1]["bbox"] == [1.0, 1.0, 5.5, 6.0] and coco.cats[2]["name"] == "b"
+    res = run("info", root, "--split", "test", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["format"] == "groceries-real"
+    res = run("info", root, "--split", "nope")
+    assert res.exit_code == 1 and "available: all, test" in res.output
+
+
+def test_info_groceries_problems(tmp_path):
+    root = make_groceries(tmp_path / "g")
+    records = json.loads((root / "annotations.json").read_text())
+    records[1]["annotations"][0]["label_id"] = 7
+    (root / "annotations.json").write_text(json.dumps(records))
+    (root / "groceries_real_test.txt").write_text("3 1 12")
+    res = run("info", root, "--split", "test", "--json")
+    assert res.exit_code == 1
+    report = json.loads(res.stdout)
+    assert report["problem_counts"] == {"index_out_of_range": 1, "unknown_label": 1} and report["images"] == 1
+    assert {p["file"] for p in report["problems"]} == {str(root / "annotations.json"),
+                                                       str(root / "groceries_real_test.txt")}
+    res = run("convert", root, tmp_path / "t.json", "--split", "test", "--skip-invalid")
+    assert res.exit_code == 0 and "skipped 2 invalid records (1 index_out_of_range, 1 unknown_label)" in res.stdout
+
+
+def test_convert_real_solo_fixture(tmp_path, solo_fixture):
+    pytest.importorskip("synthgap.data.solo", reason="the SOLO reader (solo.py) is not written yet")
+    res = run("convert", solo_fixture, tmp_path / "solo.json", "--from", "solo")
+    assert res.exit_code == 0, res.output
+    coco = COCO(str(tmp_path / "solo.json"))
+    assert len(coco.getImgIds()) == 2 and len(coco.getAnnIds()) > 0
+    for img in coco.imgs.values():
+        assert img["file_name"].endswith("step0.camera.png") and (img["width"], img["height"]) > (0, 0)
+    # every sequence names its image step0.camera.png: copies must not overwrite each other
+    res = run("convert", solo_fixture, tmp_path / "copy", "--copy-images")
+    assert res.exit_code == 0, res.output
+    names = sorted(im["file_name"] for im in COCO(str(tmp_path / "copy" / "annotations.json")).imgs.values())
+    assert len(set(names)) == 2 and all((tmp_path / "copy" / n).is_file() for n in names)
+    assert run("info", tmp_path / "copy").exit_code == 0
+
+
+def test_info_nonexistent_path(tmp_path):
+    res = run("info", tmp_path / "nope")
+    assert res.exit_code == 1 and "no such file or folder" in res.output
+
+
+def test_help_texts():
+    for cmd in ("info", "convert"):
+        res = run(cmd, "--help")
+        assert res.exit_code == 0
+        for flag in ("--skip-invalid", "--format" if cmd == "info" else "--copy-images"):
+            assert flag in res.stdout

@@ -1,0 +1,109 @@
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from synthgap.data import open_dataset
+from synthgap.data.solo import read_instance_map
+from synthgap.generate import Renderer, generate, parse_shard, read_frame_stats, shard_frames
+
+CLASSES = ["cereal_cheerios_honeynut", "drink_greentea_itoen", "chips_sourcream_lays", "soup_tomato_pacific"]
+SMALL = dict(width=160, height=120, classes=CLASSES, progress=False)
+
+
+def tree_hashes(root):
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            out[os.path.relpath(path, root)] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("format", ["solo", "perception", "coco"])
+def test_generated_dataset_reads_back_with_the_rendered_boxes(tmp_path, format):
+    summary = generate(str(tmp_path / "d"), 3, format=format, seed=5, **SMALL)
+    assert summary["frames_written"] == 3 and summary["boxes"] > 0
+    ds = open_dataset(str(tmp_path / "d"))
+    assert ds.format == format and len(ds) == 3
+    assert ds.label_map == {i + 1: n for i, n in enumerate(CLASSES)}
+    r = Renderer(CLASSES, width=160, height=120, seed=5)
+    by_frame = {}
+    for s in ds:
+        k = int(os.path.basename(s.image).split("_")[-1].split(".")[0]) if format != "solo" \
+            else int(s.metadata["sequence"])
+        by_frame[k] = s
+    assert sorted(by_frame) == [0, 1, 2]
+    for k, s in by_frame.items():
+        _, inst, truth = r.render(k, 3)
+        np.testing.assert_array_equal(s.boxes, truth.boxes)
+        np.testing.assert_array_equal(s.labels, truth.labels)
+        if format != "coco":
+            np.testing.assert_array_equal(read_instance_map(s.segmentation["instance"]), inst)
+    stats = [json.loads(line) for line in
+             (tmp_path / "d" / "generator" / "frames.shard-0-of-1.jsonl").read_text().splitlines()]
+    assert [st["frame"] for st in stats] == [0, 1, 2]
+    assert [len(st["visible_pixels"]) for st in stats] == [st["boxes"] for st in stats]
+
+
+def test_coco_output_loads_in_pycocotools(tmp_path):
+    pycocotools_coco = pytest.importorskip("pycocotools.coco")
+    generate(str(tmp_path / "c"), 2, format="coco", seed=1, **SMALL)
+    coco = pycocotools_coco.COCO(str(tmp_path / "c" / "annotations.json"))
+    assert sorted(coco.getImgIds()) == [0, 1]
+    assert len(coco.getAnnIds()) == sum(len(s) for s in open_dataset(str(tmp_path / "c")))
+    assert sorted(coco.getCatIds()) == [1, 2, 3, 4]
+    assert (tmp_path / "c" / "instances" / "frame_000001.png").exists()
+
+
+def test_same_seed_gives_byte_identical_output(tmp_path):
+    generate(str(tmp_path / "a"), 3, format="solo", seed=2, **SMALL)
+    generate(str(tmp_path / "b"), 3, format="solo", seed=2, **SMALL)
+    ha, hb = tree_hashes(tmp_path / "a"), tree_hashes(tmp_path / "b")
+    assert len(ha) > 10 and ha == hb
+    generate(str(tmp_path / "c"), 3, format="solo", seed=3, **SMALL)
+    assert tree_hashes(tmp_path / "c") != ha
+
+
+@pytest.mark.parametrize("format", ["solo", "perception"])
+def test_shards_together_equal_the_unsharded_run(tmp_path, format):
+    frames = 5
+    whole = tree_hashes(generate(str(tmp_path / "all"), frames, format=format, seed=7, **SMALL)["out"])
+    parts = {}
+    for i in range(2):
+        out = generate(str(tmp_path / f"s{i}"), frames, format=format, seed=7, shard=(i, 2), **SMALL)
+        assert out["frames_written"] == len(range(i, frames, 2))
+        parts[i] = tree_hashes(out["out"])
+    # every per-frame file (image, instance PNG, SOLO frame JSON) is identical and in exactly one shard
+    per_frame = {k: v for k, v in whole.items() if k.startswith(("sequence.", "RGB", "InstanceSegmentation"))}
+    assert per_frame
+    for rel, digest in per_frame.items():
+        owners = [i for i in range(2) if parts[i].get(rel) == digest]
+        assert len(owners) == 1, rel
+    merged = [json.loads(line) for i in range(2) for line in
+              (tmp_path / f"s{i}" / "generator" / f"frames.shard-{i}-of-2.jsonl").read_text().splitlines()]
+    unsharded = (tmp_path / "all" / "generator" / "frames.shard-0-of-1.jsonl").read_text().splitlines()
+    assert sorted(merged, key=lambda d: d["frame"]) == [json.loads(line) for line in unsharded]
+    if format == "solo":  # shards written into one folder give the unsharded dataset, totals included
+        for i in range(2):
+            generate(str(tmp_path / "same"), frames, format=format, seed=7, shard=(i, 2), **SMALL)
+        same = {k: v for k, v in tree_hashes(tmp_path / "same").items() if not k.startswith("generator")}
+        assert same == {k: v for k, v in whole.items() if not k.startswith("generator")}
+        assert read_frame_stats(str(tmp_path / "same")) == read_frame_stats(str(tmp_path / "all"))
+        assert [r["frame"] for r in read_frame_stats(str(tmp_path / "same"))] == list(range(frames))
+
+
+def test_shard_parsing_and_bad_arguments(tmp_path):
+    assert parse_shard("1/3") == (1, 3) and list(shard_frames(7, (1, 3))) == [1, 4]
+    for bad in ("3/2", "0/0", "-1/2", "a/b", "1"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+    with pytest.raises(ValueError, match="frames"):
+        generate(str(tmp_path / "x"), 0, **SMALL)
+    with pytest.raises(ValueError, match="format"):
+        generate(str(tmp_path / "x"), 1, format="yolo", **SMALL)
+    with pytest.raises(ValueError, match="style"):
+        generate(str(tmp_path / "x"), 1, style="real", **SMALL)
+    assert not (tmp_path / "x").exists()

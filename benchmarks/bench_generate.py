@@ -2,7 +2,7 @@
 
 Single process. Three figures, each printed with its ratio to 25 frames/s:
   render          Renderer.render (layout, warps, occluders, boxes from the instance map, lights, noise)
-  render+encode   plus the RGB file (PNG via synthgap.generate.png, or JPEG for --style target) and an
+  render+encode   plus the RGB file (PNG via synthgap.data.png, or JPEG for --style target) and an
                   instance-map PNG
   generate(solo)  the whole `synthgap.generate.generate` to a SOLO folder (writers, atomic fsync'd writes)
 The "peer" is the goal figure (no other generator runs without Unity). Usage:
@@ -22,7 +22,7 @@ from PIL import Image
 
 from synthgap.data.solo import instance_colors
 from synthgap.generate import Renderer, SceneConfig, default_class_names, generate
-from synthgap.generate.png import encode_png
+from synthgap.data.png import encode_png
 
 GOAL_FPS = 25.0
 

@@ -548,6 +548,6 @@ class SoloWriter:
 def _png_bytes(rgba: np.ndarray) -> bytes:
     """Lossless PNG of an (H, W, 4) uint8 label map (the generator's fast encoder: no filter, zlib
     level 1; several times faster than Pillow's default on instance maps, byte-deterministic)."""
-    from synthgap.generate.png import encode_png
+    from synthgap.data.png import encode_png
 
     return encode_png(rgba, photo=False)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from synthgap import storage
 from synthgap.generate.classes import check_class_names, default_class_names, label_map, load_class_names
-from synthgap.generate.png import encode_png
+from synthgap.data.png import encode_png
 from synthgap.generate.render import STYLES, Renderer
 from synthgap.generate.scene import SceneConfig
 

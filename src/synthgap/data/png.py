@@ -1,4 +1,4 @@
-"""A fast PNG encoder for uint8 images (the generator's hot path).
+"""A fast PNG encoder for uint8 images (the generator's and the writers' hot path).
 
 PIL's PNG encoder spends ~25 ms per noisy 640x480 RGB frame outside zlib (its per-row filter
 choice), more than rendering the frame. Here the whole image gets the PNG "Sub" filter in one

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from synthgap.generate.png import encode_png
+from synthgap.data.png import encode_png
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (6, 9, 3), (4, 3, 4), (1, 1, 3)])

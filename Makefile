@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= synthgap-demo
 
-.PHONY: venv test-venv demo test test-fast
+.PHONY: venv test-venv test-system-deps demo test test-fast
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,20 @@ venv: $(BIN)/python
 
 test-venv: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
+	# pysolotools (the SOLO peer the tests check our writer against) pins pillow~=9.3 and numpy~=1.23:
+	# install it without its pins, with the two packages it imports at load time
+	$(BIN)/pip install --quiet --no-deps pysolotools==0.3.17
+	$(BIN)/pip install --quiet pandas dataclasses-json
 
 demo: venv
 	$(BIN)/synthgap demo --out $(DEMO_OUT)
 
-test: test-venv
+# headless Chromium for the HTML report tests (tests/report); installed only when missing and we are root
+test-system-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "chromium missing and not root: the report page tests will be skipped"
+
+test: test-venv test-system-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: test-venv

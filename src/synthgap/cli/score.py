@@ -1,0 +1,114 @@
+"""`synthgap score`: exact COCO (pycocotools) and/or datasetinsights metrics of a COCO results file."""
+
+from __future__ import annotations
+
+import click
+
+PROTOCOL_CHOICES = ("coco", "unity", "both")
+
+
+def parse_iou_thresholds(text: str) -> tuple[float, ...]:
+    """``0.5:0.95:0.05`` (start:stop:step, stop included, as COCO's np.linspace) or ``0.5,0.75``."""
+    import numpy as np
+
+    text = text.strip()
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            n = int(np.round((stop - start) / step)) + 1
+            if n < 1:
+                raise ValueError
+            return tuple(float(v) for v in np.linspace(start, stop, n, endpoint=True))
+        return tuple(float(v) for v in text.replace(" ", ",").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected start:stop:step or a comma-separated list of IoUs",
+                                 param_hint="--iou-thresholds") from None
+
+
+def parse_max_dets(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(" ", ",").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected integers such as 1,10,100", param_hint="--max-dets") from None
+
+
+@click.command()
+@click.option("--gt", "gt_path", required=True, metavar="PATH",
+              help="Ground truth: a COCO JSON, or any dataset synthgap reads (SOLO, Perception, UnityGroceries-Real).")
+@click.option("--pred", "pred_path", required=True, metavar="PRED.json",
+              help="Detections: a COCO results list [{image_id, category_id, bbox [x,y,w,h] px, score}].")
+@click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES), default="coco", show_default=True,
+              help="coco = pycocotools' COCOeval numbers; unity = datasetinsights' mAP/mAPIOU50/mAR; both.")
+@click.option("--out", "out_path", metavar="metrics.json", help="Write the metrics as JSON (atomically).")
+@click.option("--iou-thresholds", default=None, metavar="0.5:0.95:0.05",
+              help="IoU thresholds: start:stop:step or a list 0.5,0.75. Default: COCO's 0.50:0.95.")
+@click.option("--max-dets", default=None, metavar="1,10,100",
+              help="COCO max detections per image and class (3 values). Default: 1,10,100.")
+@click.option("--unity-max-dets", type=int, default=100, show_default=True,
+              help="unity protocol: detections kept per image, across classes.")
+@click.option("--format", "fmt", default=None, help="Ground-truth dataset format. Default: detected.")
+def score(gt_path, pred_path, protocol, out_path, iou_thresholds, max_dets, unity_max_dets, fmt):
+    """Score detections against ground truth and print overall and per-class metrics.
+
+    The COCO protocol reproduces pycocotools' COCOeval (bbox) to 1e-12; the unity protocol reproduces
+    Unity datasetinsights' metrics (the numbers published for SynthDet / UnityGroceries-Real).
+    """
+    from synthgap import storage
+    from synthgap.data import DatasetError
+    from synthgap.metrics import CocoParams, detections_from_records, evaluate
+
+    kwargs = {"unity_max_dets": unity_max_dets}
+    if iou_thresholds:
+        kwargs["iou_thresholds"] = parse_iou_thresholds(iou_thresholds)
+    if max_dets:
+        kwargs["max_dets"] = parse_max_dets(max_dets)
+    try:
+        params = CocoParams(**kwargs)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+    gt = _load_gt(gt_path, fmt)
+    if not storage.exists(pred_path):
+        raise click.ClickException(f"{pred_path}: no such file")
+    try:
+        records = storage.read_json(pred_path)
+    except DatasetError as e:
+        raise click.ClickException(str(e)) from None
+    if isinstance(records, dict) and "annotations" in records:  # a COCO file with results inside
+        records = records["annotations"]
+    try:
+        dets = detections_from_records(records, gt)
+    except DatasetError as e:
+        raise click.ClickException(str(DatasetError(e.message, file=pred_path, record=e.record, field=e.field,
+                                                    kind=e.kind))) from None
+
+    protocols = ("coco", "unity") if protocol == "both" else (protocol,)
+    results = {p: evaluate(gt, dets, protocol=p, params=params) for p in protocols}
+    click.echo(f"{len(gt.image_ids)} images, {len(gt)} ground-truth boxes, {len(dets)} detections, "
+               f"{len(gt.category_ids)} classes")
+    for r in results.values():
+        click.echo("")
+        click.echo(r.table())
+    if out_path:
+        payload = {"gt": gt_path, "pred": pred_path, **{p: r.to_dict() for p, r in results.items()}}
+        storage.write_json(out_path, payload)
+        click.echo(f"\nwrote {out_path}")
+
+
+def _load_gt(path: str, fmt: str | None):
+    """Ground truth as metrics arrays, through the dataset readers (COCO JSON included)."""
+    from synthgap import storage
+    from synthgap.data import DatasetError, open_dataset
+    from synthgap.metrics import load_ground_truth
+
+    if not storage.exists(path):
+        raise click.ClickException(f"{path}: no such file or folder")
+    try:
+        ds = open_dataset(path, fmt)
+        return load_ground_truth(ds, ds.label_map)
+    except DatasetError as e:
+        if e.file is None:
+            e = DatasetError(e.message, file=path, record=e.record, field=e.field, kind=e.kind)
+        raise click.ClickException(str(e)) from None
+    except ValueError as e:
+        raise click.ClickException(f"{path}: {e}") from None

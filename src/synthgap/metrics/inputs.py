@@ -1,0 +1,324 @@
+"""Evaluation inputs as flat numpy arrays: ground truth (one row per box) and detections (one row per box).
+
+Both protocols work on these arrays, never on per-record dicts. Boxes are **xywh float64 pixels**
+(COCO ``bbox`` and `Sample.boxes` alike). Images and categories are stored as indices into the sorted
+unique ids (``image_ids``, ``category_ids``), as COCOeval's ``imgIds``/``catIds`` are.
+
+Detections come as a COCO results list (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``)
+or as a numpy structured array of `DETECTION_DTYPE`. Bad input raises `DatasetError` naming the record
+(``detections[i]`` / ``annotations[i]``) and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from synthgap.data.errors import DatasetError
+from synthgap.data.sample import Sample
+
+# The structured form of detections: one row per detection, bbox xywh pixels.
+DETECTION_DTYPE = np.dtype([("image_id", np.int64), ("category_id", np.int64), ("bbox", np.float64, (4,)),
+                            ("score", np.float64)])
+
+
+@dataclass(frozen=True, eq=False)
+class GroundTruth:
+    """Ground-truth boxes as flat arrays, rows ordered by image (in the order given) then source order.
+
+    ``image_ids``/``category_ids`` are sorted unique ids; ``image``/``category`` index into them.
+    ``areas`` is the annotated area (COCO ``area``), w * h where the source has none.
+    ``ids`` are COCO annotation ids (a Sample's integer ``instance_ids``, else a running 1-based index).
+    Row order is the source's stream order (datasetinsights orders classes by first appearance in it).
+    """
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    category_names: dict
+    image: np.ndarray
+    category: np.ndarray
+    boxes: np.ndarray
+    iscrowd: np.ndarray
+    areas: np.ndarray
+    ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """Detections as flat arrays in input order; ``image``/``category`` index into the GroundTruth ids."""
+
+    image: np.ndarray
+    category: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# ground truth
+
+def ground_truth_from_samples(samples: Sequence[Sample], label_map: Mapping[int, str]) -> GroundTruth:
+    """Flatten `Sample`s; the categories evaluated are the label map's keys (COCO's ``catIds``)."""
+    if label_map is None:
+        raise ValueError("evaluate(samples, ...) needs label_map= (label id -> name); its keys are the classes "
+                         "evaluated")
+    samples = list(samples)  # a reader parses a Sample on each access: read each one once
+    image_ids = np.fromiter((int(s.image_id) for s in samples), dtype=np.int64, count=len(samples))
+    uniq, counts = np.unique(image_ids, return_counts=True)
+    if (counts > 1).any():
+        dup = int(uniq[counts > 1][0])
+        first = int(np.flatnonzero(image_ids == dup)[1])
+        raise DatasetError(f"image_id {dup} appears more than once", record=f"samples[{first}]", field="image_id",
+                           kind="duplicate_image_id")
+    n_boxes = np.fromiter((len(s.boxes) for s in samples), dtype=np.int64, count=len(samples))
+    if len(samples) and n_boxes.sum():
+        boxes = np.concatenate([s.boxes for s in samples])
+        labels = np.concatenate([s.labels for s in samples])
+        iscrowd = np.concatenate([s.iscrowd for s in samples])
+        areas = np.concatenate([s.box_areas for s in samples])
+    else:
+        boxes, labels = np.zeros((0, 4)), np.zeros(0, np.int64)
+        iscrowd, areas = np.zeros(0, bool), np.zeros(0)
+    category_ids = np.unique(np.fromiter(label_map.keys(), dtype=np.int64, count=len(label_map)))
+    category = _index_of(category_ids, labels)
+    if (category < 0).any():
+        i = int(np.flatnonzero(category < 0)[0])
+        sample = int(np.searchsorted(np.cumsum(n_boxes), i, side="right"))
+        raise DatasetError(f"label id {int(labels[i])} is not in the label map", record=f"samples[{sample}]",
+                           field="labels", kind="unknown_label")
+    _check_boxes(boxes, "ground truth box", allow_zero=True)
+    image_index = np.searchsorted(uniq, image_ids)
+    return GroundTruth(
+        image_ids=uniq, category_ids=category_ids,
+        category_names={int(k): str(label_map[k]) for k in category_ids.tolist()},
+        image=np.repeat(image_index, n_boxes), category=category,
+        boxes=boxes, iscrowd=iscrowd.astype(bool), areas=areas.astype(np.float64),
+        ids=_instance_ids(samples, len(boxes)))
+
+
+def _instance_ids(samples: Sequence[Sample], n: int) -> np.ndarray:
+    """The samples' integer instance ids (COCO annotation ids from the COCO reader), else 1..n."""
+    ids = [i for s in samples for i in s.instance_ids]
+    if len(ids) == n and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+        return np.asarray(ids, dtype=np.int64).reshape(n)
+    return np.arange(1, n + 1, dtype=np.int64)
+
+
+def ground_truth_from_coco(data: Mapping[str, Any]) -> GroundTruth:
+    """Read a COCO instances dict (``images``, ``annotations``, ``categories``).
+
+    Like pycocotools: the categories evaluated are ``categories``' ids; an annotation without ``area``
+    gets w * h, without ``iscrowd`` gets 0. Every annotation needs an integer ``id``. Unlike pycocotools,
+    an annotation naming an unknown image or category is an error instead of being silently dropped.
+    """
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DatasetError(f"COCO ground truth needs a '{key}' list", field=key, kind="missing_key")
+    image_list = [_int_field(img, "id", f"images[{i}]") for i, img in enumerate(data["images"])]
+    cats = {}
+    for i, c in enumerate(data["categories"]):
+        cats[_int_field(c, "id", f"categories[{i}]")] = str(c.get("name", "")) if isinstance(c, Mapping) else ""
+    image_ids = np.unique(np.asarray(image_list, dtype=np.int64))
+    category_ids = np.unique(np.asarray(list(cats), dtype=np.int64))
+    img, cat, ids, boxes, crowd, areas = _annotation_columns(data["annotations"])
+    image = _index_of(image_ids, img)
+    category = _index_of(category_ids, cat)
+    for index, name, ids_ in ((image, "image_id", img), (category, "category_id", cat)):
+        if (index < 0).any():
+            i = int(np.flatnonzero(index < 0)[0])
+            raise DatasetError(f"{name} {int(ids_[i])} is not in the ground truth's "
+                               f"{'images' if name == 'image_id' else 'categories'}",
+                               record=f"annotations[{i}]", field=name, kind="unknown_" + name[:-3])
+    _check_boxes(boxes, "annotation", allow_zero=True, prefix="annotations")
+    if not np.isfinite(areas).all():  # e.g. an "area" of Infinity
+        i = int(np.flatnonzero(~np.isfinite(areas))[0])
+        raise DatasetError(f"area {areas[i]} is not finite", record=f"annotations[{i}]", field="area",
+                           kind="bad_value")
+    # Rows by image (images-list order), then annotation order: the within-image order pycocotools uses.
+    first_seen = {}
+    for pos, i in enumerate(image_list):
+        first_seen.setdefault(i, pos)
+    image_rank = np.fromiter((first_seen[int(i)] for i in image_ids), np.int64, len(image_ids))
+    order = np.argsort(image_rank[image], kind="stable")
+    return GroundTruth(
+        image_ids=image_ids, category_ids=category_ids,
+        category_names={int(k): cats[int(k)] for k in category_ids.tolist()},
+        image=image[order], category=category[order],
+        boxes=boxes[order], iscrowd=crowd[order], areas=areas[order], ids=ids[order])
+
+
+def _annotation_columns(anns: Sequence) -> tuple[np.ndarray, ...]:
+    """image_id, category_id, id, bbox, iscrowd, area columns; fast path, then a per-record check."""
+    n = len(anns)
+    if n == 0:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
+                np.zeros(0, bool), np.zeros(0))
+    try:
+        img = np.array([a["image_id"] for a in anns])
+        cat = np.array([a["category_id"] for a in anns])
+        ids = np.array([a["id"] for a in anns])
+        boxes = np.array([a["bbox"] for a in anns])
+        crowd = np.array([a.get("iscrowd", 0) for a in anns])
+        areas = np.array([a.get("area") for a in anns], dtype=np.float64)
+        ok = (img.dtype.kind in "iu" and cat.dtype.kind in "iu" and ids.dtype.kind in "iu"
+              and boxes.dtype.kind in "iuf" and boxes.shape == (n, 4) and crowd.dtype.kind in "biu"
+              and crowd.shape == (n,) and areas.shape == (n,))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        for i, a in enumerate(anns):
+            rec = f"annotations[{i}]"
+            _int_field(a, "image_id", rec)
+            _int_field(a, "category_id", rec)
+            _int_field(a, "id", rec)
+            _box_field(a, rec)
+            if a.get("area") is not None:
+                _number(a["area"], rec, "area")
+            if not isinstance(a.get("iscrowd", 0), (int, bool, np.integer)):
+                raise DatasetError(f"'iscrowd' must be 0 or 1, got {a['iscrowd']!r}", record=rec, field="iscrowd",
+                                   kind="bad_type")
+        raise DatasetError("annotations are not a uniform list of records", kind="bad_type")  # pragma: no cover
+    boxes = boxes.astype(np.float64)
+    missing = np.isnan(areas)  # no "area" (or null): w * h, as Sample.box_areas
+    areas[missing] = boxes[missing, 2] * boxes[missing, 3]
+    return img.astype(np.int64), cat.astype(np.int64), ids.astype(np.int64), boxes, crowd.astype(bool), areas
+
+
+# ------------------------------------------------------------------------------------------------------------
+# detections
+
+def detections_from_records(records: Any, gt: GroundTruth) -> Detections:
+    """Validate and index detections given as a COCO results list or a `DETECTION_DTYPE` array."""
+    if isinstance(records, np.ndarray):
+        if records.dtype.names is None or not {"image_id", "category_id", "bbox", "score"} <= set(records.dtype.names):
+            raise ValueError(f"a detections array needs the fields of DETECTION_DTYPE, got {records.dtype}")
+        image_ids = np.asarray(records["image_id"])
+        category_ids = np.asarray(records["category_id"])
+        boxes = np.asarray(records["bbox"], dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(records["score"], dtype=np.float64).reshape(-1)
+        if image_ids.dtype.kind not in "iu" or category_ids.dtype.kind not in "iu":
+            raise ValueError("detections array: image_id and category_id must be integer fields")
+    else:
+        if not isinstance(records, Sequence) or isinstance(records, (str, bytes, Mapping)):
+            raise DatasetError(f"detections must be a list of records, got {type(records).__name__}",
+                               kind="bad_type")
+        image_ids, category_ids, boxes, scores = _columns(records)
+    image = _index_of(gt.image_ids, image_ids)
+    category = _index_of(gt.category_ids, category_ids)
+    if len(scores) and not np.isfinite(scores).all():
+        i = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise DatasetError(f"score {scores[i]} is not finite", record=f"detections[{i}]", field="score",
+                           kind="bad_value")
+    _check_boxes(boxes, "detection", allow_zero=True, prefix="detections")
+    for index, ids, name, where in ((image, image_ids, "image_id", "images"),
+                                    (category, category_ids, "category_id", "categories")):
+        if (index < 0).any():
+            i = int(np.flatnonzero(index < 0)[0])
+            raise DatasetError(f"{name} {int(ids[i])} is not among the ground truth's {where}",
+                               record=f"detections[{i}]", field=name, kind="unknown_" + name[:-3])
+    return Detections(image=image, category=category, boxes=boxes, scores=scores)
+
+
+def _columns(records: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Four columns of a results list; a fast path, then a record-by-record check to name a bad record."""
+    n = len(records)
+    try:
+        image_ids = np.array([r["image_id"] for r in records])
+        category_ids = np.array([r["category_id"] for r in records])
+        boxes = np.array([r["bbox"] for r in records])
+        scores = np.array([r["score"] for r in records])
+        image_ids, category_ids = _integral(image_ids), _integral(category_ids)
+        ok = (image_ids.dtype.kind in "iu" and category_ids.dtype.kind in "iu" and boxes.dtype.kind in "iuf"
+              and boxes.shape == (n, 4) and scores.dtype.kind in "iuf" and scores.shape == (n,))
+    except (KeyError, TypeError, ValueError, IndexError):
+        ok = False
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0)
+    if not ok:
+        for i, r in enumerate(records):
+            rec = f"detections[{i}]"
+            _int_field(r, "image_id", rec)
+            _int_field(r, "category_id", rec)
+            _box_field(r, rec)
+            if "score" not in r:
+                raise DatasetError("missing key 'score'", record=rec, field="score", kind="missing_key")
+            _number(r["score"], rec, "score")
+        raise DatasetError("detections are not a uniform list of records", kind="bad_type")  # pragma: no cover
+    return (image_ids.astype(np.int64), category_ids.astype(np.int64), boxes.astype(np.float64),
+            scores.astype(np.float64))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# field checks
+
+def _integral(ids: np.ndarray) -> np.ndarray:
+    """Float ids that are whole numbers (``1.0``, as some writers emit) as int64; anything else unchanged."""
+    if ids.dtype.kind == "f" and ids.ndim == 1 and np.isfinite(ids).all() and (ids == np.round(ids)).all() \
+            and (np.abs(ids) < 2 ** 53).all():
+        return ids.astype(np.int64)
+    return ids
+
+
+def _index_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Index of each id in ``sorted_ids``, -1 where absent."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(sorted_ids) == 0:
+        return np.full(len(ids), -1, np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == ids, pos, -1)
+
+
+def _check_boxes(boxes: np.ndarray, what: str, *, allow_zero: bool, prefix: str = "") -> None:
+    if not len(boxes):
+        return
+    bad = ~np.isfinite(boxes).all(axis=1)
+    kind, problem = "bad_value", "has a non-finite value"
+    if not bad.any():
+        bad = (boxes[:, 2:] < 0).any(axis=1) if allow_zero else (boxes[:, 2:] <= 0).any(axis=1)
+        kind, problem = "box_non_positive", "has a negative width or height"
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        record = f"{prefix}[{i}]" if prefix else f"{what} {i}"
+        raise DatasetError(f"bbox {boxes[i].tolist()} (xywh) {problem}", record=record, field="bbox", kind=kind)
+
+
+def _int_field(obj: Any, key: str, record: str) -> int:
+    if not isinstance(obj, Mapping):
+        raise DatasetError(f"expected a JSON object, got {type(obj).__name__}", record=record, kind="bad_type")
+    if key not in obj:
+        raise DatasetError(f"missing key '{key}'", record=record, field=key, kind="missing_key")
+    value = obj[key]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise DatasetError(f"'{key}' must be an integer, got {value!r}", record=record, field=key, kind="bad_type")
+    return int(value)
+
+
+def _number(value: Any, record: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DatasetError(f"'{key}' must be a number, got {value!r}", record=record, field=key, kind="bad_type")
+    if not math.isfinite(value):
+        raise DatasetError(f"'{key}' {value} is not finite", record=record, field=key, kind="bad_value")
+    return float(value)
+
+
+def _box_field(obj: Mapping, record: str) -> list[float]:
+    if "bbox" not in obj:
+        raise DatasetError("missing key 'bbox'", record=record, field="bbox", kind="missing_key")
+    box = obj["bbox"]
+    if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4:
+        raise DatasetError(f"bbox must be [x, y, w, h], got {box!r}", record=record, field="bbox", kind="bad_type")
+    values = [_number(v, record, "bbox") for v in box]
+    if values[2] < 0 or values[3] < 0:
+        raise DatasetError(f"bbox {values} (xywh) has a negative width or height", record=record, field="bbox",
+                           kind="box_non_positive")
+    return values

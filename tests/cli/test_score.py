@@ -1,0 +1,107 @@
+"""`synthgap score` on real files: COCO JSON ground truth read by the COCO reader, a results list."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from synthgap.cli import main
+
+from metrics.oracle import cocoeval  # tests/metrics (tests/ is on sys.path)
+
+
+def run(*args):
+    return CliRunner().invoke(main, ["score", *[str(a) for a in args]])
+
+
+GT = {
+    "images": [{"id": i, "file_name": f"im{i}.png", "width": 100, "height": 80} for i in (1, 2, 3)],
+    "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900.0, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 2, "bbox": [50, 10, 20, 40], "area": 800.0, "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 60, 50], "area": 2000.0, "iscrowd": 0},
+        {"id": 4, "image_id": 3, "category_id": 2, "bbox": [5, 5, 90, 70], "area": 6300.0, "iscrowd": 1},
+    ],
+    "categories": [{"id": 1, "name": "cereal"}, {"id": 2, "name": "soup"}],
+}
+PRED = [
+    {"image_id": 1, "category_id": 1, "bbox": [11, 10, 30, 29], "score": 0.9},
+    {"image_id": 1, "category_id": 2, "bbox": [48, 12, 20, 40], "score": 0.7},
+    {"image_id": 1, "category_id": 1, "bbox": [60, 60, 10, 10], "score": 0.6},
+    {"image_id": 2, "category_id": 1, "bbox": [5, 0, 50, 45], "score": 0.8},
+    {"image_id": 3, "category_id": 2, "bbox": [20, 20, 10, 10], "score": 0.95},
+]
+
+
+@pytest.fixture
+def files(tmp_path):
+    gt, pred = tmp_path / "gt.json", tmp_path / "pred.json"
+    gt.write_text(json.dumps(GT))
+    pred.write_text(json.dumps(PRED))
+    return gt, pred
+
+
+def test_score_coco_prints_table_and_writes_json_equal_to_pycocotools(files, tmp_path):
+    gt, pred = files
+    out = tmp_path / "m" / "metrics.json"
+    res = run("--gt", gt, "--pred", pred, "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "AP50" in res.output and "cereal" in res.output and "soup" in res.output
+    data = json.loads(out.read_text())
+    E = cocoeval(GT, PRED)
+    np.testing.assert_allclose(list(data["coco"]["stats"].values()), E.stats, atol=1e-12, rtol=0)
+    assert "unity" not in data
+
+
+def test_score_both_protocols_and_custom_thresholds(files, tmp_path):
+    gt, pred = files
+    out = tmp_path / "metrics.json"
+    res = run("--gt", gt, "--pred", pred, "--protocol", "both", "--out", out, "--iou-thresholds", "0.5,0.75",
+              "--max-dets", "1,5,100")
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert set(data) >= {"coco", "unity"} and set(data["unity"]["stats"]) == {"mAP", "mAPIOU50", "mAR"}
+    E = cocoeval(GT, PRED, iou_thresholds=[0.5, 0.75], max_dets=[1, 5, 100])
+    np.testing.assert_allclose(list(data["coco"]["stats"].values()), E.stats, atol=1e-12, rtol=0)
+    assert data["coco"]["params"]["iou_thresholds"] == [0.5, 0.75]
+
+
+def test_bad_detection_is_a_click_error_naming_file_record_field(files, tmp_path):
+    gt, _ = files
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(PRED[:2] + [dict(PRED[2], image_id=42)]))
+    res = run("--gt", gt, "--pred", bad)
+    assert res.exit_code != 0
+    assert "bad.json" in res.output and "detections[2]" in res.output and "image_id" in res.output
+
+
+def test_bad_inputs_are_clear_errors(files, tmp_path):
+    gt, pred = files
+    res = run("--gt", tmp_path / "missing.json", "--pred", pred)
+    assert res.exit_code != 0 and "missing.json" in res.output
+    res = run("--gt", gt, "--pred", pred, "--max-dets", "1,10")
+    assert res.exit_code != 0 and "max_dets" in res.output
+    res = run("--gt", gt, "--pred", pred, "--iou-thresholds", "a:b")
+    assert res.exit_code != 0 and "--iou-thresholds" in res.output
+
+
+def test_score_reads_a_unity_solo_dataset_as_ground_truth(solo_fixture, tmp_path):
+    # Detections equal to the SOLO ground truth (one dropped): every class found except one box.
+    from synthgap.data import open_dataset
+
+    ds = open_dataset(str(solo_fixture))
+    pred = [{"image_id": s.image_id, "category_id": int(c), "bbox": b.tolist(), "score": 0.9}
+            for s in ds for b, c in zip(s.boxes, s.labels)]
+    dropped = pred.pop()
+    path = tmp_path / "pred.json"
+    path.write_text(json.dumps(pred))
+    out = tmp_path / "metrics.json"
+    res = run("--gt", solo_fixture, "--pred", path, "--protocol", "both", "--out", out)
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    n_gt = sum(len(s) for s in ds)
+    assert data["coco"]["per_class"][str(dropped["category_id"])]["AR100"] < 1.0
+    full = [c for c, row in data["coco"]["per_class"].items() if row["num_gt"] and c != str(dropped["category_id"])]
+    assert full and all(data["coco"]["per_class"][c]["AP"] == pytest.approx(1.0) for c in full)
+    assert data["unity"]["stats"]["mAR"] < 1.0 and n_gt == len(pred) + 1

@@ -202,3 +202,14 @@ def test_http_reads(http_root):
         storage.write_text(f"{url}/d/new.txt", "x")
     with pytest.raises(ValueError, match="not folders"):
         storage.listdir(f"{url}/d")
+
+
+def test_remove_deletes_files_and_folders_local_and_memory(tmp_path):
+    for base in (str(tmp_path / "r"), "memory://remove-test"):
+        storage.write_text(storage.join(base, "a", "b.txt"), "x")
+        storage.write_text(storage.join(base, "c.txt"), "y")
+        storage.remove(storage.join(base, "c.txt"))
+        assert not storage.exists(storage.join(base, "c.txt"))
+        storage.remove(base)
+        assert not storage.exists(storage.join(base, "a", "b.txt")) and not storage.exists(base)
+        storage.remove(base)  # missing: no error

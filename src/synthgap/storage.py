@@ -285,6 +285,23 @@ def isfile(uri: str) -> bool:
     return fs.isfile(path)
 
 
+def remove(uri: str) -> None:
+    """Delete a file or a whole folder (recursively); a missing path is not an error."""
+    if is_local(uri):
+        import shutil
+
+        path = local_path(uri)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        return
+    _no_http(uri, "delete")
+    fs, path = split_uri(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def makedirs(uri: str) -> None:
     if is_local(uri):
         os.makedirs(local_path(uri), exist_ok=True)

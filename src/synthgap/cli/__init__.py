@@ -21,6 +21,10 @@ COMMANDS = {
     "generate": "synthgap.cli.generate:generate",
     "demo": "synthgap.cli.generate:demo",
     "download": "synthgap.cli.download:download",
+    "pipelines": "synthgap.cli.pipelines:pipelines",
+    "stats": "synthgap.cli.analysis:stats",
+    "report": "synthgap.cli.analysis:report",
+    "study": "synthgap.cli.analysis:study",
 }
 
 

@@ -1,0 +1,80 @@
+"""A single self-contained HTML report over one or more runs (folders written by `synthgap evaluate`).
+
+    from synthgap.report import build_report
+    build_report(["runs/synthetic", "runs/real"], "report.html", test_data="data/real/test")
+
+The page needs no network: CSS is inline, every plot and image is a base64 PNG, there are no scripts.
+It is written atomically through `synthgap.storage`. See docs/report.md for the run-folder layout.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Sequence
+
+from synthgap import storage
+from synthgap.report.run import PROTOCOLS, Run, load_run, read_scalars
+
+__all__ = ["build_report", "load_run", "read_scalars", "render_report", "Run", "PROTOCOLS"]
+
+
+def _stats_plots(doc: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """The `synthgap stats` plots of a stats document (all datasets on the same axes)."""
+    from synthgap.stats import plots
+
+    stats = list(doc["datasets"].values())
+    out = [("objects per class", plots.class_counts_png(stats)), ("box centres", plots.heatmaps_png(stats))]
+    for key in ("box_size", "log2_aspect_ratio", "objects_per_image", "visible_size", "visible_fraction"):
+        if any(s["histograms"][key]["count"] for s in stats):
+            out.append((stats[0]["histograms"][key]["label"], plots.histogram_png(stats, key)))
+    return out
+
+
+def render_report(runs: Sequence[Run], *, title: str = "synthgap report", gallery_images: int = 6,
+                  score_thresh: float = 0.5, summary: dict[str, Any] | None = None,
+                  stats: dict[str, Any] | None = None) -> str:
+    """The HTML text of a report over loaded runs (``stats``: a `synthgap.stats.write_stats` document)."""
+    from synthgap.report import figures
+    from synthgap.report.gallery import draw_matches
+    from synthgap.report.html import render_page
+
+    galleries = {}
+    for run in runs:
+        if run.result is None or not run.samples:
+            continue
+        galleries[run.name] = [draw_matches(s, run.result.matches, run.predictions, run.label_map, score_thresh)
+                               for s in run.samples[:gallery_images]]
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("Generated %Y-%m-%d %H:%M UTC by synthgap.")
+    return render_page(title, runs, pr=figures.pr_curves_png(runs), per_class=figures.per_class_ap_png(runs),
+                       curves=figures.training_curves_png(runs), galleries=galleries, score_thresh=score_thresh,
+                       summary=summary, generated=stamp,
+                       data_stats=(stats, _stats_plots(stats)) if stats else None)
+
+
+def build_report(run_dirs: Sequence[str], out: str, *, test_data: str | None = None,
+                 names: Sequence[str] | None = None, title: str = "synthgap report", gallery_images: int = 6,
+                 score_thresh: float = 0.5, summary: dict[str, Any] | None = None,
+                 stats: dict[str, Any] | str | None = None) -> str:
+    """Load each run folder, render the page and write it to ``out`` (atomically). Returns ``out``.
+
+    ``test_data`` applies to runs whose ``run.json`` names none. ``summary`` adds a table of
+    mean +/- std per study cell (see `synthgap.study`). ``stats`` (a `synthgap stats` stats.json document
+    or its path) adds a section on the datasets themselves: sizes, gap numbers and plots.
+    """
+    if not run_dirs:
+        raise ValueError("no run folders given")
+    if names is not None and len(names) != len(run_dirs):
+        raise ValueError(f"{len(names)} names given for {len(run_dirs)} runs")
+    datasets: dict = {}  # test sets shared by runs are read once
+    runs = [load_run(d, names[i] if names else None, test_data, datasets) for i, d in enumerate(run_dirs)]
+    seen: dict[str, int] = {}
+    for run in runs:  # two folders both called "eval" must stay apart on the page
+        seen[run.name] = seen.get(run.name, 0) + 1
+        if seen[run.name] > 1:
+            run.name = f"{run.name}-{seen[run.name]}"
+    if isinstance(stats, str):
+        stats = storage.read_json(stats)
+    text = render_report(runs, title=title, gallery_images=gallery_images, score_thresh=score_thresh,
+                         summary=summary, stats=stats)
+    storage.write_text(out, text)
+    return out

@@ -1,0 +1,39 @@
+"""notebooks/evaluation.ipynb runs top to bottom on a tiny run folder (nbclient, a real ipykernel)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+from report.runs import make_run, make_test_set  # noqa: E402  (tests/report helpers)
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "evaluation.ipynb"
+
+
+def test_evaluation_notebook_executes(tmp_path, monkeypatch):
+    test = make_test_set(str(tmp_path / "test"), frames=2)
+    run_dir = make_run(str(tmp_path / "run"), test, keep=0.8, seed=0, name="nb-run")
+    monkeypatch.setenv("SYNTHGAP_RUN_DIR", run_dir)
+    monkeypatch.delenv("SYNTHGAP_TEST_DATA", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "nb-run | " in text and "2 test images" in text
+    coco = json.load(open(os.path.join(run_dir, "metrics_coco.json")))["stats"]
+    assert f"'AP': {round(coco['AP'], 4)}" in text
+    assert "AP@0.5 = " + str(round(coco["AP50"], 4)) in text  # re-scoring at IoU 0.5 agrees with the file
+    images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+    assert len(images) >= 2 + 2  # PR + per-class (+ curves) and the 2 gallery images
+    html = [o for o in outputs if o.output_type == "display_data" and "text/html" in o.get("data", {})]
+    assert html and "nb-run" in html[0]["data"]["text/html"]

@@ -1,0 +1,150 @@
+"""What each pipeline step does, as plain functions that run the ``synthgap`` CLI.
+
+The KFP components in `synthgap.pipelines.components` are thin wrappers that import this module
+inside the step's container (or the local subprocess), so the logic here is ordinary Python that
+can be tested without kfp. Every step runs ``python -m synthgap ...`` with the interpreter it runs
+in, so the step uses the synthgap installed next to it (the image's, or the local venv's).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import uuid
+from typing import Optional, Sequence
+
+from synthgap import storage
+
+
+def run_synthgap(args: Sequence[str], launcher: Sequence[str] = ()) -> None:
+    """Run ``python -m synthgap ARGS`` (or ``python -m LAUNCHER... -m synthgap ARGS``); raise on failure."""
+    cmd = [sys.executable, "-m", *launcher, *(["-m"] if launcher else []), "synthgap", *args]
+    print("+", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def dataset_root(folder: str) -> str:
+    """The dataset inside a download folder: ``folder`` itself if a reader recognises it, else its
+    only sub-folder, recursively (``v3.zip`` unpacks to ``OUTPUT/v3/``)."""
+    from synthgap.data import DatasetError, detect_format
+
+    try:
+        detect_format(folder)
+        return folder
+    except DatasetError:
+        children = [storage.join(folder, name) for name in storage.listdir(folder)]
+        subdirs = [child for child in children if storage.isdir(child)]
+        if len(subdirs) != 1:
+            raise
+        return dataset_root(subdirs[0])
+
+
+def download(source_uri: str, output: str) -> str:
+    """Fetch a dataset (archive or folder URI) into ``output``; returns the dataset's root folder."""
+    run_synthgap(["download", "--source-uri", source_uri, "--output", output])
+    return dataset_root(output)
+
+
+def select_split(dataset: str, split: str, out: str) -> str:
+    """One split of a UnityGroceries-Real folder as a COCO dataset in ``out``; ``dataset`` if no split.
+
+    ``synthgap convert --split`` writes only ``out/annotations.json``, which references the images
+    where they are (absolute paths on the shared volume), so a split costs no image copies.
+    """
+    if not split:
+        return dataset
+    run_synthgap(["convert", dataset, out, "--split", split])
+    return out
+
+
+def generate_shard(out: str, frames: int, seed: int, shard: int, num_shards: int, width: int = 640,
+                   height: int = 480) -> str:
+    """Render shard ``shard`` of ``num_shards`` of a ``frames``-frame SOLO dataset into ``out``.
+
+    Shards keep global frame indices, so all shards write into the same folder (hence ``--force``,
+    which also lets a retried step write over its own earlier partial output).
+    """
+    run_synthgap(["generate", "--out", out, "--frames", str(frames), "--format", "solo", "--seed", str(seed),
+                  "--shard", f"{shard}/{num_shards}", "--width", str(width), "--height", str(height),
+                  "--force", "--quiet"])
+    return out
+
+
+def train_args(*, config: str, train_data: str, val_data: str, checkpoint_dir: str, tb_log_dir: str,
+               checkpoint_file: str = "", overrides: Sequence[str] = (), num_gpus: int = 0) -> list[str]:
+    """The ``synthgap train`` arguments; ``num_gpus == 0`` adds ``--no-cuda``."""
+    args = ["train", "--config", config, "--train-data", train_data, "--val-data", val_data,
+            "--checkpoint-dir", checkpoint_dir, "--tb-log-dir", tb_log_dir]
+    if checkpoint_file:
+        args += ["--checkpoint-file", checkpoint_file]
+    for override in overrides:
+        args += ["--override", override]
+    if num_gpus == 0:
+        args.append("--no-cuda")
+    return args
+
+
+def trained_checkpoint(checkpoint_dir: str) -> str:
+    """``FasterRCNN.best.estimator`` (best validation AP) if training wrote one, else ``.last.``."""
+    from synthgap.checkpoint import checkpoint_name
+
+    for tag in ("best", "last"):
+        uri = storage.join(checkpoint_dir, checkpoint_name(tag))
+        if storage.exists(uri):
+            return uri
+    raise FileNotFoundError(f"{checkpoint_dir}: training wrote no {checkpoint_name('last')}")
+
+
+def pod_launcher(num_gpus: int) -> list[str]:
+    """``torch.distributed.run`` (torchrun) arguments for one process per GPU of this pod; [] for <= 1 GPU."""
+    return ["torch.distributed.run", "--standalone", f"--nproc-per-node={num_gpus}"] if num_gpus > 1 else []
+
+
+def train(*, config: str, train_data: str, val_data: str, checkpoint_dir: str, tb_log_dir: str,
+          checkpoint_file: str = "", overrides: Sequence[str] = (), num_gpus: int = 0) -> str:
+    """Train in this pod: one process, or ``torchrun`` with one process per GPU when ``num_gpus > 1``.
+
+    Returns the URI of the best (else last) checkpoint written.
+    """
+    args = train_args(config=config, train_data=train_data, val_data=val_data, checkpoint_dir=checkpoint_dir,
+                      tb_log_dir=tb_log_dir, checkpoint_file=checkpoint_file, overrides=overrides,
+                      num_gpus=num_gpus)
+    run_synthgap(args, pod_launcher(num_gpus))
+    return trained_checkpoint(checkpoint_dir)
+
+
+def train_pytorchjob(*, image: str, config: str, train_data: str, val_data: str, checkpoint_dir: str,
+                     tb_log_dir: str, checkpoint_file: str = "", overrides: Sequence[str] = (),
+                     num_workers: int = 2, num_gpus: int = 0, pvc_name: str = "", mount_path: str = "/data",
+                     memory_limit: str = "", namespace: Optional[str] = None) -> str:
+    """Train on ``num_workers`` pods through a Training Operator PyTorchJob; wait; return the last checkpoint.
+
+    ``checkpoint_dir`` must be shared storage (a bucket URI, or a path on the shared volume): it is
+    read here after the job's pods wrote it.
+    """
+    from synthgap.pipelines import pytorchjob
+
+    args = train_args(config=config, train_data=train_data, val_data=val_data, checkpoint_dir=checkpoint_dir,
+                      tb_log_dir=tb_log_dir, checkpoint_file=checkpoint_file, overrides=overrides,
+                      num_gpus=num_gpus)[1:]  # drop "train": train_command() adds it
+    manifest = pytorchjob.pytorchjob_manifest(
+        name=pytorchjob.job_name("synthgap-train", uuid.uuid4().hex[:8]), image=image, train_args=args,
+        num_workers=num_workers, gpus_per_worker=num_gpus, pvc_name=pvc_name or None, mount_path=mount_path,
+        namespace=namespace, memory_limit=memory_limit or None)
+    pytorchjob.run_pytorchjob(manifest, namespace=namespace)
+    return trained_checkpoint(checkpoint_dir)
+
+
+def evaluate(*, config: str, checkpoint_file: str, test_data: str, output: str, tb_log_dir: str,
+             overrides: Sequence[str] = (), num_gpus: int = 0) -> str:
+    """Evaluate a checkpoint on a test set; ``output`` (folder) gets predictions.json and
+    metrics_<protocol>.json. Returns ``output``."""
+    args = ["evaluate", "--config", config, "--checkpoint-file", checkpoint_file, "--test-data", test_data,
+            "--output", output, "--tb-log-dir", tb_log_dir]
+    for override in overrides:
+        args += ["--override", override]
+    if num_gpus == 0:
+        args.append("--no-cuda")
+    run_synthgap(args)
+    return output

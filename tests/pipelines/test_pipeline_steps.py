@@ -1,0 +1,92 @@
+"""The pipeline steps' plain-Python side: CLI arguments, checkpoint choice, dataset root."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import click
+import pytest
+from PIL import Image
+
+from synthgap.data import DatasetError, open_dataset
+from synthgap.pipelines import steps
+
+
+def test_train_args_follow_the_cli_flags():
+    args = steps.train_args(config="real", train_data="/data/d", val_data="/data/v", checkpoint_dir="ck",
+                            tb_log_dir="tb", checkpoint_file="gs://b/FasterRCNN.estimator",
+                            overrides=["train.epochs=1", "train.batch_size=2"], num_gpus=0)
+    assert args == ["train", "--config", "real", "--train-data", "/data/d", "--val-data", "/data/v",
+                    "--checkpoint-dir", "ck", "--tb-log-dir", "tb", "--checkpoint-file", "gs://b/FasterRCNN.estimator",
+                    "--override", "train.epochs=1", "--override", "train.batch_size=2", "--no-cuda"]
+    gpu = steps.train_args(config="real", train_data="d", val_data="v", checkpoint_dir="ck", tb_log_dir="tb",
+                           num_gpus=1)
+    assert "--no-cuda" not in gpu and "--checkpoint-file" not in gpu
+
+
+def test_several_gpus_in_one_pod_run_under_torchrun():
+    assert steps.pod_launcher(0) == steps.pod_launcher(1) == []
+    assert steps.pod_launcher(4) == ["torch.distributed.run", "--standalone", "--nproc-per-node=4"]
+
+
+def test_train_args_match_the_train_command():
+    """Every flag the steps pass exists on `synthgap train` / `synthgap evaluate`."""
+    from synthgap.cli import main
+
+    ctx = click.Context(main)
+    train_flags = {opt for p in main.get_command(ctx, "train").params for opt in p.opts}
+    used = {a for a in steps.train_args(config="c", train_data="d", val_data="v", checkpoint_dir="x", tb_log_dir="t",
+                                        checkpoint_file="f", overrides=["a=1"], num_gpus=0) if a.startswith("--")}
+    assert used <= train_flags
+    evaluate_flags = {opt for p in main.get_command(ctx, "evaluate").params for opt in p.opts}
+    assert {"--config", "--checkpoint-file", "--test-data", "--output", "--tb-log-dir", "--override",
+            "--no-cuda"} <= evaluate_flags
+
+
+def test_trained_checkpoint_prefers_best_then_last(tmp_path):
+    with pytest.raises(FileNotFoundError, match="FasterRCNN.last.estimator"):
+        steps.trained_checkpoint(str(tmp_path))
+    (tmp_path / "FasterRCNN.ep1.estimator").write_bytes(b"x")
+    (tmp_path / "FasterRCNN.last.estimator").write_bytes(b"x")
+    assert steps.trained_checkpoint(str(tmp_path)) == str(tmp_path / "FasterRCNN.last.estimator")
+    (tmp_path / "FasterRCNN.best.estimator").write_bytes(b"x")
+    assert steps.trained_checkpoint(str(tmp_path)) == str(tmp_path / "FasterRCNN.best.estimator")
+
+
+def test_dataset_root_descends_into_the_single_unpacked_folder(tmp_path, solo_fixture):
+    shutil.copytree(solo_fixture, tmp_path / "out" / "v3")
+    assert steps.dataset_root(str(tmp_path / "out")) == str(tmp_path / "out" / "v3")
+    assert steps.dataset_root(str(tmp_path / "out" / "v3")) == str(tmp_path / "out" / "v3")
+    (tmp_path / "out" / "other").mkdir()
+    with pytest.raises(DatasetError):
+        steps.dataset_root(str(tmp_path / "out"))
+
+
+def _groceries_real(root, n=5):
+    """A tiny UnityGroceries-Real v3 folder: n images, one box each, train/val/test split files."""
+    (root / "images").mkdir(parents=True)
+    records = []
+    for i in range(n):
+        Image.new("RGB", (40, 30)).save(root / "images" / f"IMG_{i}.JPG", format="JPEG")
+        records.append({"file_name": f"IMG_{i}.JPG", "annotations": [{"label_id": 1, "bbox": [2, 3, 10, 8]}]})
+    (root / "annotations.json").write_text(json.dumps(records))
+    (root / "annotation_definitions.json").write_text(json.dumps({"annotation_definitions": [
+        {"id": "b", "name": "bounding box", "format": "JSON", "spec": [{"label_id": 1, "label_name": "soup"}]}]}))
+    for name, idx in {"train": "0 1 2", "val": "3", "test": "4"}.items():
+        (root / f"groceries_real_{name}.txt").write_text(idx + "\n")
+    return root
+
+
+def test_select_split_writes_a_coco_view_of_one_split(tmp_path):
+    root = _groceries_real(tmp_path / "download" / "v3")
+    download = steps.dataset_root(str(tmp_path / "download"))  # the groceries reader accepts v3's parent
+    assert steps.select_split(download, "", str(tmp_path / "unused")) == download
+    assert not (tmp_path / "unused").exists()
+    train = steps.select_split(download, "train", str(tmp_path / "splits" / "train"))
+    test = steps.select_split(download, "test", str(tmp_path / "splits" / "test"))
+    assert sorted(p.name for p in (tmp_path / "splits" / "train").iterdir()) == ["annotations.json"]  # no copies
+    train_set, test_set = open_dataset(train), open_dataset(test)
+    assert len(train_set) == 3 and len(test_set) == 1
+    assert test_set[0].image == str(root / "images" / "IMG_4.JPG")
+    assert test_set[0].boxes.tolist() == [[2, 3, 10, 8]] and train_set.label_map == {1: "soup"}

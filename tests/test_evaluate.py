@@ -25,7 +25,7 @@ def test_perfect_detections_score_one_and_per_class_views():
     result = compute_metrics(samples, detections, LABEL_MAP, "coco")
     assert result.stats["AP"] == pytest.approx(1.0) and result.stats["AP50"] == pytest.approx(1.0)
     present = {LABEL_MAP[int(c)] for s in samples for c in s.labels}
-    ap = per_class_ap(result, LABEL_MAP)
+    ap = per_class_ap(result)
     assert {k for k, v in ap.items() if np.isfinite(v)} == present and all(ap[k] == pytest.approx(1.0) for k in present)
     curves = pr_curves(result, LABEL_MAP)
     assert set(curves) == present

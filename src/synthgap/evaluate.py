@@ -116,43 +116,24 @@ def compute_metrics(samples: Sequence[Sample], detections: list[dict], label_map
     return evaluate(list(samples), detections, protocol=protocol, label_map=dict(label_map))
 
 
-def per_class_ap(result, label_map: Mapping[int, str]) -> dict[str, float]:
+def per_class_ap(result) -> dict[str, float]:
     """AP@[.5:.95] per class name (NaN where the class has no ground truth)."""
-    per_class = getattr(result, "per_class", None)
-    if isinstance(per_class, Mapping) and per_class:
-        out = {}
-        for key, value in per_class.items():
-            name = label_map.get(key, str(key)) if isinstance(key, (int, np.integer)) else str(key)
-            if isinstance(value, Mapping):
-                name, value = str(value.get("name", name)), value.get("AP")
-            out[name] = math.nan if value is None else float(value)
-        return out
-    precision = np.asarray(result.precision)  # [T, R, K, A, M]
-    out = {}
-    for k, label in enumerate(_category_ids(result, label_map)):
-        p = precision[:, :, k, 0, -1]
-        out[label_map[label]] = float(p[p > -1].mean()) if (p > -1).any() else math.nan
-    return out
+    return {entry["name"]: math.nan if entry["AP"] is None else float(entry["AP"])
+            for entry in result.per_class.values()}
 
 
 def pr_curves(result, label_map: Mapping[int, str], iou_index: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per class name: (recall, precision) at IoU 0.5 (index 0), all areas, the largest max-detections."""
     if getattr(result, "precision", None) is None:  # the unity protocol has no COCO precision array
         return {}
-    precision = np.asarray(result.precision)
+    precision = np.asarray(result.precision)  # [T, R, K, A, M]
     recall = np.linspace(0.0, 1.0, precision.shape[1])
     curves = {}
-    for k, label in enumerate(_category_ids(result, label_map)):
+    for k, label in enumerate(int(i) for i in result.category_ids):
         p = precision[iou_index, :, k, 0, -1]
         if (p > -1).any():
             curves[label_map.get(label, str(label))] = (recall, np.clip(p, 0.0, 1.0))
     return curves
-
-
-def _category_ids(result, label_map: Mapping[int, str]) -> list[int]:
-    """Label ids in the order of the precision array's K axis."""
-    ids = getattr(result, "category_ids", None)
-    return [int(i) for i in ids] if ids is not None else sorted(label_map)
 
 
 def original_sizes(samples: Iterable[Sample]) -> dict[int, tuple[int, int]]:
@@ -198,3 +179,97 @@ class ImageFiles(torch.utils.data.Dataset):
 
 def eval_dataset(samples: Sequence[Sample], image_size) -> TorchDetectionDataset:
     return TorchDetectionDataset(samples, image_size=tuple(image_size) if image_size else None)
+
+
+def load_trained_model(checkpoint_file: str, config=None, overrides: Sequence[str] = ()):
+    """(config, model in eval mode with the checkpoint's weights, label map or None).
+
+    ``config`` is a `Config`, a config source (path, URI, packaged name) or None (cpu_small). The
+    model section comes from the checkpoint's own config when it is a synthgap checkpoint, so the
+    architecture matches; with ``config=None`` the images are also fed at the size the model was
+    trained on. datasetinsights files carry a yacs config: their architecture is
+    fasterrcnn_{backbone}_fpn with as many classes as the predictor has. ``overrides`` apply last.
+    """
+    import copy
+
+    from synthgap.checkpoint import label_map_of, load_checkpoint, model_state
+    from synthgap.config import Config, apply_overrides, config_from_dict, load_config
+    from synthgap.models import build_model, load_model_weights
+
+    ckpt = load_checkpoint(checkpoint_file)
+    state = model_state(ckpt, checkpoint_file)
+    cfg = copy.deepcopy(config) if isinstance(config, Config) else load_config(config or "cpu_small")
+    stored = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if isinstance(stored, dict) and isinstance(stored.get("model"), dict):
+        cfg.model = config_from_dict({"model": stored["model"]}, checkpoint_file).model
+        cfg.model.weights = cfg.model.backbone_weights = None
+        if config is None:
+            cfg.data.image_size = (stored.get("data") or {}).get("image_size", cfg.data.image_size)
+    elif isinstance(stored, dict) and "backbone" in stored:  # datasetinsights yacs config
+        cfg.model.name = f"fasterrcnn_{stored['backbone']}_fpn"
+    cfg = apply_overrides(cfg, list(overrides))
+    num_classes = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0])
+    model = build_model(cfg.model, num_classes)
+    load_model_weights(model, state, source=checkpoint_file)
+    model.eval()
+    return cfg, model, label_map_of(ckpt)
+
+
+def evaluate_checkpoint(checkpoint_file: str, test_data: str, output: str, *, config=None,
+                        overrides: Sequence[str] = (), test_format: str | None = None,
+                        tb_log_dir: str | None = None, no_cuda: bool = False, progress: bool = True) -> dict:
+    """Predict on ``test_data`` with a trained checkpoint and score with each of ``cfg.eval.protocols``.
+
+    Writes into ``output`` (local folder or URI): ``predictions.json`` (COCO results, xywh pixels),
+    ``metrics_<protocol>.json`` and ``per_class_<protocol>.txt``; with ``tb_log_dir``, the test
+    metrics as TensorBoard scalars. Returns ``{"results": {protocol: MetricsResult}, "images": n,
+    "detections": n, "left_out": n}`` where ``left_out`` counts detections of classes absent from
+    the test set's label map (kept in predictions.json, not scored).
+    """
+    from synthgap import storage
+    from synthgap.data import open_dataset
+
+    cfg, model, label_map = load_trained_model(checkpoint_file, config, overrides)
+    ds = open_dataset(test_data, test_format or cfg.data.format, skip_invalid=cfg.data.skip_invalid)
+    unknown = set(ds.label_map) - set(label_map if label_map is not None else ds.label_map)
+    if unknown:
+        raise ValueError(f"{test_data}: label ids {sorted(unknown)} are unknown to the model {checkpoint_file}")
+    samples = list(ds)
+    device = select_device(no_cuda)
+    model.to(device)
+    loader = make_eval_loader(eval_dataset(samples, cfg.data.image_size), cfg.eval.batch_size, cfg.eval.workers,
+                              device)
+    detections = predict_detections(model, loader, device, original_sizes(samples), progress=progress)
+    storage.write_json(storage.join(output, "predictions.json"), detections, indent=None)
+    scored = [d for d in detections if d["category_id"] in ds.label_map]
+    results = {}
+    for protocol in cfg.eval.protocols:
+        result = compute_metrics(samples, scored, dict(ds.label_map), protocol)
+        storage.write_json(storage.join(output, f"metrics_{protocol}.json"), result.to_dict())
+        storage.write_text(storage.join(output, f"per_class_{protocol}.txt"), result.table() + "\n")
+        results[protocol] = result
+    if tb_log_dir:
+        _write_test_scalars(results, tb_log_dir)
+    return {"results": results, "images": len(samples), "detections": len(detections),
+            "left_out": len(detections) - len(scored)}
+
+
+def _write_test_scalars(results: Mapping, tb_log_dir: str) -> None:
+    """TensorBoard scalars ``test_<protocol>/<stat>`` (step 0), written locally then copied to a URI."""
+    import shutil
+    import tempfile
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from synthgap import storage
+    from synthgap.train import upload_tb_dir
+
+    local = storage.local_path(tb_log_dir) if storage.is_local(tb_log_dir) else tempfile.mkdtemp("-tb")
+    writer = SummaryWriter(local)
+    for protocol, result in results.items():
+        for name, value in result.stats.items():
+            writer.add_scalar(f"test_{protocol}/{name}", float(value), 0)
+    writer.close()
+    upload_tb_dir(local, tb_log_dir)
+    if not storage.is_local(tb_log_dir):
+        shutil.rmtree(local, ignore_errors=True)

@@ -195,43 +195,6 @@ def real_data(cfg: StudyConfig, which: str, out: str) -> tuple[str, str | None]:
     return path, "coco"
 
 
-def evaluate_checkpoint(checkpoint_file: str, cfg: Config, test_data: str, output: str,
-                        test_format: str | None = None, progress: bool = False) -> dict[str, dict]:
-    """Predict on ``test_data`` and score with each of ``cfg.eval.protocols``; writes the files of
-    `synthgap evaluate --output` (predictions.json, metrics_<protocol>.json, per_class_<protocol>.txt).
-    Returns protocol -> stats."""
-    from synthgap.checkpoint import label_map_of, load_checkpoint, model_state
-    from synthgap.data import open_dataset
-    from synthgap.evaluate import (compute_metrics, eval_dataset, make_eval_loader, original_sizes,
-                                   predict_detections, select_device)
-    from synthgap.models import build_model, load_model_weights, num_classes_for
-
-    ckpt = load_checkpoint(checkpoint_file)
-    label_map = label_map_of(ckpt)
-    ds = open_dataset(test_data, test_format)
-    unknown = set(ds.label_map) - set(label_map or {})
-    if unknown:
-        raise ValueError(f"{test_data}: label ids {sorted(unknown)} are unknown to the model {checkpoint_file}")
-    model_cfg = dataclasses.replace(cfg.model, weights=None, backbone_weights=None)
-    model = build_model(model_cfg, num_classes_for(label_map))
-    load_model_weights(model, model_state(ckpt, checkpoint_file), source=checkpoint_file)
-    del ckpt
-    device = select_device()
-    model.to(device).eval()
-    samples = list(ds)
-    loader = make_eval_loader(eval_dataset(samples, cfg.data.image_size), cfg.eval.batch_size, cfg.eval.workers,
-                              device)
-    detections = predict_detections(model, loader, device, original_sizes(samples), progress=progress)
-    storage.write_json(storage.join(output, "predictions.json"), detections, indent=None)
-    stats = {}
-    for protocol in cfg.eval.protocols:
-        result = compute_metrics(samples, detections, dict(ds.label_map), protocol)
-        storage.write_json(storage.join(output, f"metrics_{protocol}.json"), result.to_dict())
-        storage.write_text(storage.join(output, f"per_class_{protocol}.txt"), result.table() + "\n")
-        stats[protocol] = {k: float(v) for k, v in result.stats.items()}
-    return stats
-
-
 def run_cell(cfg: StudyConfig, out: str, cell: str, seed: int, progress: bool = False) -> dict[str, Any]:
     """Train (or resume) and evaluate one cell; returns its metrics.json document."""
     from synthgap.checkpoint import checkpoint_name
@@ -262,7 +225,10 @@ def run_cell(cfg: StudyConfig, out: str, cell: str, seed: int, progress: bool = 
     summary = train(tcfg, train_data=data, checkpoint_dir=ckpt_dir, tb_log_dir=tb_dir,
                     checkpoint_file=None if resume else start, resume=resume, no_val=True, progress=progress)
     test, test_format = real_data(cfg, "test", out)
-    stats = evaluate_checkpoint(last, tcfg, test, folder, test_format, progress=progress)
+    from synthgap.evaluate import evaluate_checkpoint
+
+    done = evaluate_checkpoint(last, test, folder, config=tcfg, test_format=test_format, progress=progress)
+    stats = {protocol: {k: float(v) for k, v in result.stats.items()} for protocol, result in done["results"].items()}
     storage.write_json(storage.join(folder, "run.json"), {
         "name": f"{cell} seed{seed}", "cell": cell, "seed": seed, "train_data": data, "test_data": test,
         "format": test_format, "tb_log_dir": "tb", "checkpoint": last, "start_from": start})

@@ -338,7 +338,7 @@ def _log_validation(writer, result, metrics, label_map, val_samples, detections,
     """Validation stats, per-class AP, PR curves (IoU 0.5) and a few images with predictions drawn."""
     for name, value in metrics.items():
         writer.add_scalar(f"val/{name}", value, epoch)
-    for name, ap in per_class_ap(result, label_map).items():
+    for name, ap in per_class_ap(result).items():
         if math.isfinite(ap):
             writer.add_scalar(f"val_per_class_AP/{name}", ap, epoch)
     for name, (recall, precision) in pr_curves(result, label_map).items():

@@ -90,8 +90,8 @@ def generate(out, frames, format_, seed, width, height, classes_file, shard, sty
 @click.option("--out", default="synthgap-demo", show_default=True,
               help="Output folder (local path or URI). A rerun reuses the datasets and study cells already there.")
 @click.option("--size", type=click.Choice(["default", "tiny"]), default="default", show_default=True,
-              help="default: ~10 minutes on 2 CPU cores (400 synthetic + 180 target frames, 320x240 pixels, "
-                   "10 classes). tiny: a one-minute smoke run.")
+              help="default: under 10 minutes on 2 CPU cores (320 synthetic + 160 target frames, 320x240 "
+                   "pixels, 6 classes). tiny: a one-minute smoke run.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out, size, quiet):
     """Run the main job on a laptop CPU: how good is synthetic data for a detector of target images?

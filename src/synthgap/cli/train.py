@@ -93,60 +93,26 @@ def train(config, train_data, val_data, checkpoint_file, checkpoint_dir, tb_log_
 def evaluate(config, checkpoint_file, test_data, tb_log_dir, workers, no_cuda, overrides, output, no_progress):
     """Predict on a test dataset and score it with the COCO and datasetinsights (unity) protocols."""
     _setup_logging()
-    from synthgap import storage
     from synthgap.checkpoint import CheckpointError
-    from synthgap.data import DatasetError, open_dataset
-    from synthgap.evaluate import compute_metrics, eval_dataset, make_eval_loader, original_sizes, \
-        predict_detections, select_device
+    from synthgap.config import ConfigError
+    from synthgap.data import DatasetError
+    from synthgap.evaluate import evaluate_checkpoint
 
+    extra = [f"eval.workers={workers}"] if workers is not None else []
     try:
-        cfg, model, label_map = _model_from_checkpoint(checkpoint_file, config, overrides, workers)
-        ds = open_dataset(test_data, cfg.data.format, skip_invalid=cfg.data.skip_invalid)
-        if label_map is None:
-            label_map = dict(ds.label_map)
-        unknown = set(ds.label_map) - set(label_map)
-        if unknown:
-            raise click.ClickException(f"{test_data}: label ids {sorted(unknown)} are unknown to the model")
-        samples = list(ds)
-        device = select_device(no_cuda)
-        model.to(device)
-        loader = make_eval_loader(eval_dataset(samples, cfg.data.image_size), cfg.eval.batch_size,
-                                  cfg.eval.workers, device)
-        detections = predict_detections(model, loader, device, original_sizes(samples), progress=not no_progress)
+        done = evaluate_checkpoint(checkpoint_file, test_data, output, config=config,
+                                   overrides=[*extra, *overrides], tb_log_dir=tb_log_dir, no_cuda=no_cuda,
+                                   progress=not no_progress)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="--config/--override") from None
     except (DatasetError, CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    storage.write_json(storage.join(output, "predictions.json"), detections, indent=None)
-    writer = tb_local = None
-    if tb_log_dir:
-        import tempfile
-
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb_local = storage.local_path(tb_log_dir) if storage.is_local(tb_log_dir) else tempfile.mkdtemp("-tb")
-        writer = SummaryWriter(tb_local)
-    scored = [d for d in detections if d["category_id"] in ds.label_map]
-    if len(scored) < len(detections):
-        click.echo(f"note: {len(detections) - len(scored)} detections of classes absent from {test_data}'s label "
+    if done["left_out"]:
+        click.echo(f"note: {done['left_out']} detections of classes absent from {test_data}'s label "
                    "map are left out of the metrics (kept in predictions.json)", err=True)
-    for protocol in cfg.eval.protocols:
-        result = compute_metrics(samples, scored, dict(ds.label_map), protocol)
-        storage.write_json(storage.join(output, f"metrics_{protocol}.json"), result.to_dict())
-        table = result.table()
-        storage.write_text(storage.join(output, f"per_class_{protocol}.txt"), table + "\n")
-        click.echo(f"== {protocol} ==\n{table}")
-        if writer is not None:
-            for name, value in result.stats.items():
-                writer.add_scalar(f"test_{protocol}/{name}", float(value), 0)
-    if writer is not None:
-        from synthgap.train import upload_tb_dir
-
-        writer.close()
-        upload_tb_dir(tb_local, tb_log_dir)  # remote --tb-log-dir: copy the event files there
-        if not storage.is_local(tb_log_dir):
-            import shutil
-
-            shutil.rmtree(tb_local, ignore_errors=True)
-    click.echo(f"{len(samples)} images, {len(detections)} detections; results in {output}")
+    for protocol, result in done["results"].items():
+        click.echo(f"== {protocol} ==\n{result.table()}")
+    click.echo(f"{done['images']} images, {done['detections']} detections; results in {output}")
 
 
 @click.command()
@@ -169,10 +135,11 @@ def predict(checkpoint_file, images, out, config, score_thresh, batch_size, no_c
     from synthgap.checkpoint import CheckpointError
     from synthgap.data import DatasetError
     from synthgap.data.torch_dataset import load_image
-    from synthgap.evaluate import ImageFiles, draw_detections, make_eval_loader, predict_detections, select_device
+    from synthgap.evaluate import (ImageFiles, draw_detections, load_trained_model, make_eval_loader,
+                                   predict_detections, select_device)
 
     try:
-        cfg, model, label_map = _model_from_checkpoint(checkpoint_file, config, overrides, None)
+        cfg, model, label_map = load_trained_model(checkpoint_file, config, overrides)
         label_map = label_map or {}
         device = select_device(no_cuda)
         model.to(device)
@@ -197,41 +164,3 @@ def predict(checkpoint_file, images, out, config, score_thresh, batch_size, no_c
     storage.write_json(storage.join(out, "predictions.json"), results)
     n = sum(len(r["detections"]) for r in results)
     click.echo(f"{len(images)} images, {n} detections; drawn images and predictions.json in {out}")
-
-
-def _model_from_checkpoint(checkpoint_file, config, overrides, workers):
-    """(config, model with the checkpoint's weights, label map or None) for evaluate/predict.
-
-    The model section comes from the checkpoint's own config when it is a synthgap checkpoint (so
-    the architecture matches); --config/--override still apply on top. datasetinsights files carry
-    a yacs config: their architecture is fasterrcnn_{backbone}_fpn with num_classes classes.
-    """
-    from synthgap.checkpoint import label_map_of, load_checkpoint, model_state
-    from synthgap.config import ConfigError, apply_overrides, config_from_dict
-    from synthgap.models import build_model, load_model_weights
-
-    ckpt = load_checkpoint(checkpoint_file)
-    state = model_state(ckpt, checkpoint_file)
-    extra = [f"eval.workers={workers}"] if workers is not None else []
-    cfg = _load_config(config, (), ())
-    stored = ckpt.get("config") if isinstance(ckpt, dict) else None
-    if isinstance(stored, dict) and "model" in stored and isinstance(stored["model"], dict):
-        try:
-            stored_model = config_from_dict({"model": stored["model"]}, checkpoint_file).model
-        except ConfigError as e:
-            raise click.ClickException(str(e)) from None
-        stored_model.weights = stored_model.backbone_weights = None
-        cfg.model = stored_model
-        if config is None:  # feed images as the model was trained (resize or not)
-            cfg.data.image_size = (stored.get("data") or {}).get("image_size", cfg.data.image_size)
-    elif isinstance(stored, dict) and "backbone" in stored:  # datasetinsights yacs config
-        cfg.model.name = f"fasterrcnn_{stored['backbone']}_fpn"
-    try:
-        cfg = apply_overrides(cfg, extra + list(overrides))
-    except ConfigError as e:
-        raise click.BadParameter(str(e), param_hint="--override") from None
-    num_classes = int(state["roi_heads.box_predictor.cls_score.weight"].shape[0])
-    model = build_model(cfg.model, num_classes)
-    load_model_weights(model, state, source=checkpoint_file)
-    model.eval()
-    return cfg, model, label_map_of(ckpt)

@@ -11,9 +11,10 @@ from synthgap.demo import DONE_MARKER, SIZES
 
 
 @pytest.mark.slow
-def test_tiny_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path):
+def test_tiny_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out, as `make demo` passes it
     out = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--size", "tiny", "--quiet"])
+    result = CliRunner().invoke(main, ["demo", "--out", "demo", "--size", "tiny", "--quiet"])
     assert result.exit_code == 0, result.output
     for name in ("synthetic", "target-train", "target-test"):
         assert (out / "data" / name / DONE_MARKER).exists()
@@ -23,7 +24,8 @@ def test_tiny_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path):
         assert 0.0 <= row["coco AP50"]["mean"] <= 1.0
     report = (out / "study" / "report.html").read_text()
     assert "finetune-50" in report and "<html" in report.lower()
-    assert f"Report:        {out / 'study' / 'report.html'}" in result.output
+    assert f"Report:        {out / 'study' / 'report.html'}" in result.output.replace("\\", "/") or \
+        "Report:        demo/study/report.html" in result.output
 
     # the size of the training sets is what the tiny size says
     meta = json.loads((out / "study" / "cells" / "real" / "seed0" / "metrics.json").read_text())
@@ -31,7 +33,7 @@ def test_tiny_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path):
 
     finished = {p: os.path.getmtime(p) for p in out.glob("study/cells/*/seed0/metrics.json")}
     images = sorted(p.name for p in (out / "data" / "target-test").rglob("*.jpg"))
-    rerun = CliRunner().invoke(main, ["demo", "--out", str(out), "--size", "tiny", "--quiet"])
+    rerun = CliRunner().invoke(main, ["demo", "--out", "demo", "--size", "tiny", "--quiet"])
     assert rerun.exit_code == 0, rerun.output
     assert {p: os.path.getmtime(p) for p in finished} == finished  # no cell trained again
     assert sorted(p.name for p in (out / "data" / "target-test").rglob("*.jpg")) == images

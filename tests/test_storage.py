@@ -213,3 +213,10 @@ def test_remove_deletes_files_and_folders_local_and_memory(tmp_path):
         storage.remove(base)
         assert not storage.exists(storage.join(base, "a", "b.txt")) and not storage.exists(base)
         storage.remove(base)  # missing: no error
+
+
+def test_absolute_anchors_local_paths_and_keeps_uris(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert storage.absolute("data/x") == str(tmp_path / "data" / "x")
+    assert storage.absolute("memory://bucket/x") == "memory://bucket/x"
+    assert storage.absolute("gs://bucket/x") == "gs://bucket/x"

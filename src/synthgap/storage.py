@@ -66,6 +66,12 @@ def local_path(uri: str) -> str:
     return uri[len("file://"):] if uri.lower().startswith("file://") else uri
 
 
+def absolute(uri: str) -> str:
+    """A local path made absolute (so it still resolves from another working directory); URIs as given."""
+    uri = os.fspath(uri)
+    return os.path.abspath(local_path(uri)) if is_local(uri) else uri
+
+
 def join(base: str, *parts: str) -> str:
     """Join path parts: ``os.path.join`` for local paths, ``/`` for URIs.
 

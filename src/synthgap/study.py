@@ -265,6 +265,11 @@ def run_study(config: StudyConfig | str, out: str, progress: bool = False) -> st
     from synthgap.report import build_report
 
     cfg = load_study_config(config) if isinstance(config, str) else config.validate()
+    # run.json files record data paths that the report resolves later, from any working directory
+    out = storage.absolute(out)
+    cfg = dataclasses.replace(cfg, datasets=dataclasses.replace(cfg.datasets, **{
+        key: storage.absolute(getattr(cfg.datasets, key))
+        for key in ("synthetic", "real_train", "real_test") if getattr(cfg.datasets, key)}))
     saved, text = storage.join(out, "study.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     if storage.exists(saved) and storage.read_text(saved) != text:
         log.warning("%s: the study config changed since the last run; finished cells are kept as they are "

@@ -88,6 +88,17 @@ def rotated_extent(w: float, h: float, roll: float) -> tuple[float, float]:
     return w * c + h * s, w * s + h * c
 
 
+def _pick_object(rng: np.random.Generator, shapes: list[tuple[float, float]],
+                 distractor_shapes: list[tuple[float, float]], distractor_prob: float) -> tuple[int, int, float, float]:
+    """(label, shape index, aspect, size) of the next object: a distractor (label 0, unlabeled) with
+    probability ``distractor_prob``, else a product whose label is its shape index + 1."""
+    if distractor_shapes and rng.random() < distractor_prob:
+        kind = int(rng.integers(len(distractor_shapes)))
+        return 0, kind, *distractor_shapes[kind]
+    kind = int(rng.integers(len(shapes)))
+    return kind + 1, kind, *shapes[kind]
+
+
 def synthetic_layout(rng: np.random.Generator, config: SceneConfig, shapes: list[tuple[float, float]],
                      distractor_shapes: list[tuple[float, float]], width: int, height: int,
                      scale: float) -> list[Placement]:
@@ -97,13 +108,7 @@ def synthetic_layout(rng: np.random.Generator, config: SceneConfig, shapes: list
     placed: list[Placement] = []
     boxes = np.zeros((0, 4))  # x0, y0, x1, y1 of the rotated extents
     for _ in range(n_slots):
-        if distractor_shapes and rng.random() < config.distractor_prob:
-            label, kind = 0, int(rng.integers(len(distractor_shapes)))
-            aspect, size = distractor_shapes[kind]
-        else:
-            kind = int(rng.integers(len(shapes)))
-            label = kind + 1
-            aspect, size = shapes[kind]
+        label, kind, aspect, size = _pick_object(rng, shapes, distractor_shapes, config.distractor_prob)
         h = config.object_height * height * scale * size * (1 + rng.uniform(-config.scale_jitter, config.scale_jitter))
         yaw = rng.uniform(-1, 1) * math.radians(config.max_yaw_deg)
         pitch = rng.uniform(-1, 1) * math.radians(config.max_pitch_deg)
@@ -153,13 +158,7 @@ def shelf_layout(rng: np.random.Generator, config: SceneConfig, shapes: list[tup
             shrink = 0.9 if depth else 1.0
             x = rng.uniform(-0.1, 0.05) * space
             while x < width and len(placed) < cap:
-                if distractor_shapes and rng.random() < config.distractor_prob:
-                    label, kind = 0, int(rng.integers(len(distractor_shapes)))
-                    aspect, size = distractor_shapes[kind]
-                else:
-                    kind = int(rng.integers(len(shapes)))
-                    label = kind + 1
-                    aspect, size = shapes[kind]
+                label, kind, aspect, size = _pick_object(rng, shapes, distractor_shapes, config.distractor_prob)
                 h = space * shrink * min(0.92, 0.62 * size + rng.uniform(0.0, 0.12))
                 yaw = rng.uniform(-0.35, 0.35)
                 w = h * aspect * math.cos(yaw)

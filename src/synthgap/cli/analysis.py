@@ -49,7 +49,7 @@ def stats(dataset, others, out, format, names, no_plots):
 @click.option("--test-data", default=None,
               help="Test dataset of the runs (for PR curves and the gallery) when their run.json names none.")
 @click.option("--name", "names", multiple=True, help="Display name per run, in order (default: run.json / folder).")
-@click.option("--title", default="synthgap report", show_default=True)
+@click.option("--title", default="synthgap report", show_default=True, help="Page title and heading.")
 @click.option("--gallery-images", type=click.IntRange(0), default=6, show_default=True,
               help="Test images drawn per run.")
 @click.option("--score-thresh", type=click.FloatRange(0, 1), default=0.5, show_default=True,

@@ -6,7 +6,8 @@ from PIL import Image
 from shapes import LABEL_MAP, make_samples
 from synthgap.config import ModelConfig
 from synthgap.evaluate import (ImageFiles, compute_metrics, draw_detections, eval_dataset, make_eval_loader,
-                               original_sizes, outputs_to_coco, per_class_ap, pr_curves, predict_detections)
+                               original_sizes, outputs_to_coco, per_class_ap, pr_curves, predict_detections,
+                               predict_samples)
 from synthgap.models import build_model
 
 
@@ -64,6 +65,24 @@ def test_batched_prediction_matches_one_image_at_a_time(tmp_path):
         assert np.allclose(a["bbox"], b["bbox"], atol=0.05) and a["score"] == pytest.approx(b["score"], abs=1e-4)
     boxes = np.array([d["bbox"] for d in batched])
     assert (boxes[:, 0] + boxes[:, 2] <= 64.01).all() and (boxes[:, 1] + boxes[:, 3] <= 48.01).all()
+
+
+def test_worker_process_prediction_matches_the_main_process(tmp_path):
+    """`predict_samples` on the CPU runs decode + model in worker processes: same records, same order
+    of images as the in-process path."""
+    samples = make_samples(tmp_path, 5, size=(64, 48), seed=5)
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="fasterrcnn_mobilenet_v3_large_320_fpn", min_size=96, max_size=128, box_score_thresh=0.0)
+    model = build_model(cfg, 4).eval()
+    device = torch.device("cpu")
+    in_workers = predict_samples(model, samples, device, batch_size=2, image_size=[128, 96], processes=2)
+    in_process = predict_samples(model, samples, device, batch_size=2, image_size=[128, 96], processes=1)
+    assert len(in_workers) == len(in_process) > 0
+    assert [d["image_id"] for d in in_workers] == [d["image_id"] for d in in_process]
+    for a, b in zip(in_workers, in_process):
+        assert a["category_id"] == b["category_id"] and np.allclose(a["bbox"], b["bbox"], atol=0.05)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+    assert not model.training
 
 
 def test_draw_and_image_files(tmp_path):

@@ -10,17 +10,13 @@ from hypothesis import strategies as st
 from synthgap.metrics import CocoParams, evaluate
 
 from .oracle import unity_reference
-from .test_coco import build, image
+from .test_coco import build, det, image
+from .test_coco import coco as _coco
 
 
 def coco(anns, n_images=1, cats=(1,)):
-    return {"images": [{"id": i + 1} for i in range(n_images)],
-            "categories": [{"id": c, "name": f"c{c}"} for c in cats],
-            "annotations": [dict(a, id=j + 1) for j, a in enumerate(anns)]}
-
-
-def det(img, cat, box, score):
-    return {"image_id": img, "category_id": cat, "bbox": list(map(float, box)), "score": score}
+    """A COCO ground-truth dict; here one image and one class unless told."""
+    return _coco(anns, n_images, cats)
 
 
 def test_every_point_ap_by_hand():

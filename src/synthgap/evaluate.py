@@ -317,21 +317,11 @@ def evaluate_checkpoint(checkpoint_file: str, test_data: str, output: str, *, co
 
 
 def _write_test_scalars(results: Mapping, tb_log_dir: str) -> None:
-    """TensorBoard scalars ``test_<protocol>/<stat>`` (step 0), written locally then copied to a URI."""
-    import shutil
-    import tempfile
+    """TensorBoard scalars ``test_<protocol>/<stat>`` (step 0), in a local folder or at a URI."""
+    from synthgap import tblog
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    from synthgap import storage
-    from synthgap.train import upload_tb_dir
-
-    local = storage.local_path(tb_log_dir) if storage.is_local(tb_log_dir) else tempfile.mkdtemp("-tb")
-    writer = SummaryWriter(local)
+    writer = tblog.open_writer(tb_log_dir)
     for protocol, result in results.items():
         for name, value in result.stats.items():
             writer.add_scalar(f"test_{protocol}/{name}", float(value), 0)
-    writer.close()
-    upload_tb_dir(local, tb_log_dir)
-    if not storage.is_local(tb_log_dir):
-        shutil.rmtree(local, ignore_errors=True)
+    tblog.close(writer, tb_log_dir)

@@ -294,8 +294,6 @@ def isfile(uri: str) -> bool:
 def remove(uri: str) -> None:
     """Delete a file or a whole folder (recursively); a missing path is not an error."""
     if is_local(uri):
-        import shutil
-
         path = local_path(uri)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)

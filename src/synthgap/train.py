@@ -15,8 +15,6 @@ import logging
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 
@@ -24,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from synthgap import storage
+from synthgap import storage, tblog
 from synthgap.checkpoint import (checkpoint_name, label_map_of, load_checkpoint, make_checkpoint, model_state,
                                  save_checkpoint, set_rng_state)
 from synthgap.config import Config, OptimizerConfig, dump_config
@@ -173,12 +171,7 @@ def train(cfg: Config, *, train_data: str, val_data: str | None = None, checkpoi
                                                           else None)
 
     # ---- logging ----------------------------------------------------------------------------------
-    writer, tb_local = None, None
-    if master and tb_log_dir:
-        from torch.utils.tensorboard import SummaryWriter
-
-        tb_local = storage.local_path(tb_log_dir) if storage.is_local(tb_log_dir) else tempfile.mkdtemp("-tb")
-        writer = SummaryWriter(tb_local)
+    writer = tblog.open_writer(tb_log_dir) if master and tb_log_dir else None
     if master:
         storage.write_text(storage.join(checkpoint_dir, "config.yaml"), dump_config(cfg))
         log.info("training %s (%d classes) on %d images, %d batches/epoch x %d epochs, device %s, %d process(es)",
@@ -297,8 +290,7 @@ def train(cfg: Config, *, train_data: str, val_data: str | None = None, checkpoi
                 del ckpt
                 summary["best_ap"] = best_ap
                 if writer is not None:
-                    writer.flush()
-                    upload_tb_dir(tb_local, tb_log_dir)
+                    tblog.sync(writer, tb_log_dir)
             if ddp:
                 dist.barrier()
         if ddp:  # DDP keeps replicas in lockstep; a divergence would mean a broken setup: say so loudly
@@ -311,10 +303,7 @@ def train(cfg: Config, *, train_data: str, val_data: str | None = None, checkpoi
                 log.info("weights identical on %d ranks (parameter sum %.6f)", world, sums[0])
     finally:
         if writer is not None:
-            writer.close()
-            upload_tb_dir(tb_local, tb_log_dir)
-            if not storage.is_local(tb_log_dir):
-                shutil.rmtree(tb_local, ignore_errors=True)
+            tblog.close(writer, tb_log_dir)
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(deterministic_before)
             torch.utils.deterministic.fill_uninitialized_memory = fill_before
@@ -354,15 +343,3 @@ def _log_validation(writer, result, metrics, label_map, val_samples, detections,
         drawn = draw_detections(load_image(sample.image), by_image[int(sample.image_id)], label_map,
                                 cfg.eval.draw_score_thresh, ground_truth=sample)
         writer.add_image(f"val_images/{k}", np.asarray(drawn), epoch, dataformats="HWC")
-
-
-def upload_tb_dir(local_dir: str | None, tb_log_dir: str | None) -> None:
-    """Copy the event files of a temporary local log dir to a remote ``--tb-log-dir``."""
-    if not local_dir or not tb_log_dir or storage.is_local(tb_log_dir):
-        return
-    for root, _, files in os.walk(local_dir):
-        for name in files:
-            path = os.path.join(root, name)
-            rel = os.path.relpath(path, local_dir).replace(os.sep, "/")
-            with open(path, "rb") as f:
-                storage.write_bytes(storage.join(tb_log_dir, rel), f.read())

@@ -21,6 +21,10 @@ test-venv: $(BIN)/python
 	# install it without its pins, with the two packages it imports at load time
 	$(BIN)/pip install --quiet --no-deps pysolotools==0.3.17
 	$(BIN)/pip install --quiet pandas dataclasses-json
+	# tidecv 1.0.1 (the TIDE oracle of tests/metrics/test_tide.py; runs with numpy 2) requires opencv-python,
+	# which needs the system's libGL: install it without its requirements, with headless OpenCV and the rest
+	$(BIN)/pip install --quiet --no-deps tidecv==1.0.1
+	$(BIN)/pip install --quiet opencv-python-headless appdirs seaborn
 
 demo: venv
 	$(BIN)/synthgap demo --out $(DEMO_OUT)

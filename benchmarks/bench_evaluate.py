@@ -1,11 +1,11 @@
 """Evaluation throughput: synthgap's batched inference vs a naive per-image loop, same run.
 
-synthgap: `synthgap.evaluate.predict_samples`, the path `synthgap evaluate` takes (batches of
-``--batch``, ``torch.inference_mode``; on a multi-core CPU one DataLoader worker process per core
-decodes a batch and runs the model on it with one intra-op thread; vectorised conversion of outputs
-to COCO records). ``--threads`` measures the earlier in-process path instead (one batch per core in
-its own Python thread, images decoded by ``--workers`` processes). The naive peer is the seed's way (datasetinsights'
-``FasterRCNN.predict``/``convert_bboxes2canonical``): one image at a time, decoded in the main
+synthgap: `synthgap.predict.predict_samples`, the one prediction path (`synthgap evaluate`, training
+validation and `synthgap predict`: batches of ``--batch``, ``torch.inference_mode``; on a multi-core CPU
+one DataLoader worker process per core decodes a batch and runs the model on it with one intra-op
+thread; vectorised conversion of outputs to COCO records). ``--processes 1`` measures its plain loop
+instead (images decoded by ``--workers`` processes, the model in the main process). The naive peer is
+datasetinsights' way (``FasterRCNN.predict``/``convert_bboxes2canonical``): one image at a time, decoded in the main
 process, ``torch.no_grad``, each box converted with ``.item()`` calls. Same model weights, images,
 and output records (their counts are printed side by side). Rounds alternate so machine load hits both alike.
 
@@ -29,14 +29,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from shapes import make_samples  # noqa: E402
 
 from synthgap.config import load_config  # noqa: E402
-from synthgap.data.torch_dataset import load_image  # noqa: E402
-from synthgap.evaluate import (eval_dataset, make_eval_loader, original_sizes, predict_detections,  # noqa: E402
-                               predict_samples)
+from synthgap.data.images import load_image  # noqa: E402
+from synthgap.predict import predict_samples  # noqa: E402
 from synthgap.models import build_model  # noqa: E402
 
 
 def naive_predict(model, samples):
-    """One image per forward pass; boxes converted one value at a time (the seed's pattern)."""
+    """One image per forward pass; boxes converted one value at a time (datasetinsights' pattern)."""
     model.eval()
     records = []
     with torch.no_grad():
@@ -58,7 +57,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--size", default="320x240")
-    ap.add_argument("--threads", action="store_true", help="measure the in-process threaded path")
+    ap.add_argument("--processes", type=int, default=None,
+                    help="worker processes (default: one per torch thread; 1 = the plain in-process loop)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     cfg = load_config("cpu_small")
@@ -67,23 +67,19 @@ def main() -> None:
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
         samples = make_samples(tmp, args.images, size=(w, h), seed=0, max_objects=4)
-        sizes = original_sizes(samples)
         ours, peer = [], []
         for r in range(args.rounds):
             t0 = time.perf_counter()
             naive = naive_predict(model, samples)
             peer.append(len(samples) / (time.perf_counter() - t0))
             t0 = time.perf_counter()
-            if args.threads:
-                loader = make_eval_loader(eval_dataset(samples, None), args.batch, args.workers, device)
-                batched = predict_detections(model, loader, device, sizes)
-            else:
-                batched = predict_samples(model, samples, device, batch_size=args.batch, workers=args.workers)
+            batched = predict_samples(model, samples, device, batch_size=args.batch, workers=args.workers,
+                                      processes=args.processes)
             ours.append(len(samples) / (time.perf_counter() - t0))
             print(f"round {r + 1}: naive {peer[-1]:.2f} images/s, synthgap {ours[-1]:.2f} images/s "
                   f"({len(batched)} vs {len(naive)} detections)", flush=True)
     ratio = statistics.median(o / p for o, p in zip(ours, peer))
-    path = f"threads, workers {args.workers}" if args.threads else "worker processes"
+    path = f"plain loop, workers {args.workers}" if args.processes == 1 else "worker processes"
     print(f"\nmodel {cfg.model.name}, {args.images} images {w}x{h}, batch {args.batch}, {path}, "
           f"torch threads {torch.get_num_threads()}")
     print(f"naive per-image loop: {statistics.median(peer):.2f} images/s; synthgap batched: "

@@ -117,3 +117,73 @@ def test_bad_archive_is_a_clear_error(box):
         archive.extract(str(root / "sentinel.txt"), str(out))
     assert os.listdir(out) == []
     assert archive.is_archive("A.TAR.XZ") and not archive.is_archive("a.json")
+
+
+# ---------------------------------------------------------------- archive bombs and leftovers (issue 14 items 7, 13)
+
+def bomb_zip(path, size=8 << 20):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ds/zeros.bin", b"\0" * size)
+        zf.writestr("ds/a.json", b"{}")
+    return str(path)
+
+
+def bomb_tar(path, size=8 << 20):
+    return make_tar(path, {"ds/zeros.bin": b"\0" * size, "ds/a.json": b"{}"}, mode="w:gz")
+
+
+@pytest.mark.parametrize("make", [bomb_zip, bomb_tar], ids=["zip", "tar.gz"])
+def test_archive_bomb_is_refused_before_writing_and_limits_can_be_raised(box, make):
+    root, out = box
+    path = make(root / ("bomb.zip" if make is bomb_zip else "bomb.tar.gz"))
+    assert os.path.getsize(path) < (8 << 20) / 200  # deflate: ~1000x
+    with pytest.raises(DatasetError, match="max-extract-ratio 200") as e:
+        archive.extract(path, str(out))
+    assert e.value.kind == "archive_too_large" and e.value.file == path
+    assert snapshot(out) == []
+    with pytest.raises(DatasetError, match="max-extract-size 1000000 bytes"):
+        archive.extract(path, str(out), max_bytes=1_000_000, max_ratio=1e6)
+    assert snapshot(out) == []
+    assert archive.extract(path, str(out), max_ratio=1e6) == ["ds/a.json", "ds/zeros.bin"]
+    assert os.path.getsize(out / "ds" / "zeros.bin") == 8 << 20
+
+
+def test_zip_entry_inflating_past_its_declared_size_is_stopped(box, monkeypatch):
+    """The budget counts written bytes too (a lying header): simulated by lowering the declared sizes."""
+    root, out = box
+    path = bomb_zip(root / "b.zip", size=4 << 20)
+    real = zipfile.ZipFile.infolist
+
+    def lying(self):
+        infos = real(self)
+        for i in infos:
+            i.file_size = 10
+        return infos
+
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lying)
+    with pytest.raises(DatasetError):  # zipfile's own size check or the budget: either way nothing is kept
+        archive.extract(path, str(out), max_bytes=1 << 20, max_ratio=1e9)
+    assert snapshot(out) == []
+
+
+def test_next_extraction_removes_what_a_killed_one_left(box):
+    import subprocess
+    import sys
+
+    root, out = box
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    leftover = out / f".synthgap-extract-{dead_pid}-abc123"
+    (leftover / "ds").mkdir(parents=True)
+    (leftover / "ds" / "big.bin").write_bytes(b"x" * 1000)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = out / f".synthgap-extract-{alive.pid}-def456"  # another extraction still at work: kept
+        running.mkdir()
+        path = make_zip(root / "ok.zip", {"ds/a.json": b"{}"})
+        archive.extract(path, str(out))
+        assert snapshot(out) == [f".synthgap-extract-{alive.pid}-def456", "ds", "ds/a.json"]
+    finally:
+        alive.kill()
+        alive.wait()

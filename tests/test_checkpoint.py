@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from synthgap.checkpoint import (CheckpointError, checkpoint_name, label_map_of, load_checkpoint, make_checkpoint,
-                                 model_state, rng_state, save_checkpoint, set_rng_state)
+from synthgap.checkpoint import (RESUME_KEYS, CheckpointError, check_resumable, checkpoint_name, label_map_of, lean,
+                                 load_checkpoint, make_checkpoint, model_state, prune_epoch_checkpoints, rng_state,
+                                 save_checkpoint, set_rng_state)
 
 
 def _tiny_model():
@@ -122,3 +123,58 @@ def test_malicious_pickles_are_refused(tmp_path):
     # the same file really does run code when unpickled without restriction (the test is not vacuous)
     pickle.loads(raw.read_bytes())
     assert marker.exists()
+
+
+def test_lean_checkpoints_hold_no_resume_state_and_cannot_resume(tmp_path):
+    model = _tiny_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    full = make_checkpoint(model=model, optimizer=opt, epoch=2, step=4, config={"train": {"epochs": 5}},
+                           label_map={1: "a"}, metrics={"AP": 0.25}, best_ap=0.25)
+    small = lean(full)
+    assert set(small) == {"format", "synthgap_version", "model", "epoch", "step", "config", "label_map", "metrics",
+                          "best_ap"}
+    assert not set(small) & set(RESUME_KEYS)
+    save_checkpoint(full, str(tmp_path / "full"))
+    save_checkpoint(small, str(tmp_path / "lean"))
+    assert os.path.getsize(tmp_path / "lean") < os.path.getsize(tmp_path / "full")
+    check_resumable(load_checkpoint(str(tmp_path / "full")), "full")
+    with pytest.raises(CheckpointError, match=r"lean: cannot resume from it: it has no optimizer, rng state "
+                                              r".* resume from FasterRCNN.last.estimator"):
+        check_resumable(load_checkpoint(str(tmp_path / "lean")), "lean")
+
+
+def test_prune_keeps_the_newest_epoch_files_and_never_best_last_or_later_runs(tmp_path):
+    for tag in [1, 2, 3, 4, 9, "best", "last"]:
+        (tmp_path / checkpoint_name(tag)).write_bytes(b"x")
+    (tmp_path / "FasterRCNN.epX.estimator").write_bytes(b"not an epoch file")
+    assert prune_epoch_checkpoints(str(tmp_path), 4, None) == []
+    removed = prune_epoch_checkpoints(str(tmp_path), 4, 2)
+    assert sorted(os.path.basename(p) for p in removed) == ["FasterRCNN.ep1.estimator", "FasterRCNN.ep2.estimator"]
+    assert sorted(os.listdir(tmp_path)) == ["FasterRCNN.best.estimator", "FasterRCNN.ep3.estimator",
+                                            "FasterRCNN.ep4.estimator", "FasterRCNN.ep9.estimator",
+                                            "FasterRCNN.epX.estimator", "FasterRCNN.last.estimator"]
+    prune_epoch_checkpoints(str(tmp_path), 4, 0)
+    assert "FasterRCNN.ep4.estimator" not in os.listdir(tmp_path) and "FasterRCNN.ep9.estimator" in os.listdir(tmp_path)
+    # any storage URI
+    save_checkpoint({"model": {}}, "memory://prune/FasterRCNN.ep1.estimator")
+    save_checkpoint({"model": {}}, "memory://prune/FasterRCNN.ep2.estimator")
+    assert prune_epoch_checkpoints("memory://prune", 2, 1) == ["memory://prune/FasterRCNN.ep1.estimator"]
+
+
+def test_state_dict_metadata_survives_loading(tmp_path):
+    """torchvision migrates older layouts by the per-module versions in ``state_dict._metadata``."""
+    model = _tiny_model()
+    for name, obj in (("bare.pth", model.state_dict()), ("ck.estimator", {"model": model.state_dict()})):
+        torch.save(obj, tmp_path / name)
+        state = model_state(load_checkpoint(str(tmp_path / name)))
+        assert state._metadata == model.state_dict()._metadata
+        assert state._metadata["1"]["version"] == 2  # BatchNorm's layout version
+
+
+def test_a_folder_shaped_checkpoint_is_a_one_line_error(tmp_path):
+    """issue 14 item 10: IsADirectoryError (and PermissionError) became a traceback."""
+    (tmp_path / "model.pth").mkdir()
+    with pytest.raises(CheckpointError, match="model.pth: cannot read the checkpoint"):
+        load_checkpoint(str(tmp_path / "model.pth"))

@@ -16,10 +16,10 @@ def test_defaults_and_packaged_recipes():
     fine = load_config("finetune.yaml")
     assert (fine.optimizer.lr, fine.train.epochs) == (2e-5, 30)
     small = load_config("cpu_small")
-    assert small.model.name == "fasterrcnn_mobilenet_v3_large_320_fpn"
+    assert small.model.name == "fasterrcnn_small_gn" and small.model.anchor_sizes == [16, 28, 48]
     assert (small.model.rpn_pre_nms_top_n_train, small.model.rpn_post_nms_top_n_train,
-            small.model.rpn_batch_size_per_image, small.model.box_batch_size_per_image) == (600, 300, 128, 128)
-    assert small.data.image_size == [320, 240]
+            small.model.rpn_batch_size_per_image, small.model.box_batch_size_per_image) == (600, 300, 64, 32)
+    assert small.data.image_size == [224, 168]
 
 
 def test_file_uri_and_round_trip(tmp_path):
@@ -77,5 +77,12 @@ def test_missing_config_lists_packaged_names():
 
 def test_to_dict_is_plain():
     d = load_config("cpu_small").to_dict()
-    assert d["model"]["name"] == "fasterrcnn_mobilenet_v3_large_320_fpn"
+    assert d["model"]["name"] == "fasterrcnn_small_gn" and d["model"]["backbone_widths"] == [32, 64, 128]
     assert all(not dataclasses.is_dataclass(v) for v in d.values())
+
+
+def test_config_from_dict_validates_like_a_file():
+    cfg = Config.from_dict({"train": {"epochs": 3}, "data": {"test": "data/real/test"}}, "ckpt.estimator")
+    assert cfg.train.epochs == 3 and cfg.data.test == "data/real/test" and cfg.model == Config().model
+    with pytest.raises(ConfigError, match=r"ckpt.estimator: unknown key 'train.epoch'"):
+        Config.from_dict({"train": {"epoch": 3}}, "ckpt.estimator")

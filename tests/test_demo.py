@@ -19,19 +19,26 @@ def test_tiny_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path, monke
     for name in ("synthetic", "target-train", "target-test"):
         assert (out / "data" / name / DONE_MARKER).exists()
     summary = json.loads((out / "study" / "summary.json").read_text())
-    assert [r["name"] for r in summary["rows"]] == ["synthetic", "real", "finetune-50"]
-    for row in summary["rows"]:
-        assert 0.0 <= row["coco AP50"]["mean"] <= 1.0
+    tiny = SIZES["tiny"]
+    assert [r["name"] for r in summary["rows"]] == ["synthetic", "real-50", "finetune-50"]
+    for row in summary["rows"]:  # both seeds, target and in-domain numbers, the learned flag decided
+        assert row["seeds"] == len(tiny.seeds) == 2 and 0.0 <= row["coco AP50"]["mean"] <= 1.0
+        assert 0.0 <= row["in-domain coco AP50"]["mean"] <= 1.0 and isinstance(row["learned"], bool)
+    (comparison,) = summary["comparison"]  # datasetinsights' comparison at the demo's budget, paired over 2 seeds
+    assert comparison["seeds"] == [0, 1] and comparison["metrics"]["coco AP50"]["difference"]["n"] == 2
     report = (out / "study" / "report.html").read_text()
-    assert "finetune-50" in report and "<html" in report.lower()
+    assert "finetune-50" in report and "<html" in report.lower() and 'id="comparison"' in report
+    assert "What this says:" in result.output and "At 50 % real data" in result.output
+    for row in summary["rows"]:  # a cell that did not learn is flagged in the printed summary too
+        assert ("!! did not learn" in result.output) or row["learned"]
     assert f"Report:        {out / 'study' / 'report.html'}" in result.output.replace("\\", "/") or \
         "Report:        demo/study/report.html" in result.output
 
-    # the size of the training sets is what the tiny size says
-    meta = json.loads((out / "study" / "cells" / "real" / "seed0" / "metrics.json").read_text())
-    assert meta["train"]["epochs"] == SIZES["tiny"].real_epochs
+    # the training sets are what the tiny size says: 2 of 10 target-train frames held out, half of 8 trained on
+    meta = json.loads((out / "study" / "cells" / "real-50" / "seed0" / "metrics.json").read_text())
+    assert meta["train_images"] == 4 and meta["train"]["steps"] >= tiny.real_steps
 
-    finished = {p: os.path.getmtime(p) for p in out.glob("study/cells/*/seed0/metrics.json")}
+    finished = {p: os.path.getmtime(p) for p in out.glob("study/cells/*/seed*/metrics.json")}
     images = sorted(p.name for p in (out / "data" / "target-test").rglob("*.jpg"))
     rerun = CliRunner().invoke(main, ["demo", "--out", "demo", "--size", "tiny", "--quiet"])
     assert rerun.exit_code == 0, rerun.output

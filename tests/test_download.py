@@ -479,3 +479,69 @@ def test_redirect_loop_is_a_clear_error(server, tmp_path):
     with pytest.raises(dl.DownloadError, match="followed 10 redirects"):
         dl.download(server.url + "/loop.bin", str(tmp_path), **FAST)
     assert len(server.requests) == 11 and os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------ size limits (issue 14 item 7)
+
+def send_unannounced(h: BaseHTTPRequestHandler, total: int) -> None:
+    """A body with no Content-Length (ended by closing the connection), ``total`` bytes at most."""
+    h.send_response(200)
+    h.send_header("Connection", "close")
+    h.end_headers()
+    block = b"z" * 65536
+    try:
+        for _ in range(total // len(block)):
+            h.wfile.write(block)
+    except OSError:  # the client stopped reading: expected
+        pass
+    h.close_connection = True
+
+
+def test_body_without_content_length_is_stopped_past_the_cap(server, tmp_path):
+    server.routes["/endless.bin"] = lambda h: send_unannounced(h, 8 << 20)
+    with pytest.raises(dl.DownloadError, match="without announcing a length") as e:
+        dl.download(server.url + "/endless.bin", str(tmp_path), max_bytes=1 << 20, retries=0, **FAST)
+    assert "--max-size" in str(e.value)
+    assert os.listdir(tmp_path) == []  # no file, no .part, no .part.json
+    assert len(server.requests) == 1  # not retried: a cap is not a transient failure
+    server.routes["/small.bin"] = lambda h: send_unannounced(h, 1 << 20)
+    res = dl.download(server.url + "/small.bin", str(tmp_path), max_bytes=2 << 20, **FAST)
+    assert os.path.getsize(res.file) == 1 << 20
+
+
+def test_declared_length_over_the_cap_is_refused(server, tmp_path):
+    server.routes["/big.bin"] = lambda h: send_file(h, PAYLOAD)
+    with pytest.raises(dl.DownloadError, match="more than --max-size 1000"):
+        dl.download(server.url + "/big.bin", str(tmp_path), max_bytes=1000, retries=0, **FAST)
+    assert os.listdir(tmp_path) == []
+
+
+def test_archive_bomb_over_http_is_refused_unless_the_cli_raises_the_ratio(server, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ds/zeros.bin", b"\0" * (4 << 20))
+    server.routes["/bomb.zip"] = lambda h: send_file(h, buf.getvalue())
+    res = CliRunner().invoke(main, ["download", "-s", server.url + "/bomb.zip", "-o", str(tmp_path / "o"), "-q"])
+    assert res.exit_code == 1 and "max-extract-ratio" in res.output and "Traceback" not in res.output
+    assert os.listdir(tmp_path / "o") == []
+    res = CliRunner().invoke(main, ["download", "-s", server.url + "/bomb.zip", "-o", str(tmp_path / "o"), "-q",
+                                    "--max-extract-ratio", "5000"])
+    assert res.exit_code == 0, res.output
+    assert os.path.getsize(tmp_path / "o" / "ds" / "zeros.bin") == 4 << 20
+
+
+def test_a_crc_match_logs_the_sha256_to_pin_and_a_named_sha256_is_verified(tmp_path, caplog, monkeypatch):
+    """CRC-32 catches corruption, not tampering: the sha256 is logged; a dataset with a known sha256 uses it."""
+    copy = tmp_path / "SynthDet.zip"
+    copy.write_bytes(_zip_bytes({"Dataset/captures_000.json": b"{}"}))
+    sha = hashlib.sha256(copy.read_bytes()).hexdigest()
+    crc = dl.Checksum("crc32", f"{zlib.crc32(copy.read_bytes()):08x}")
+    with caplog.at_level(logging.WARNING, logger="synthgap.download"):
+        dl.download(str(copy), str(tmp_path / "a"), checksum=crc, **FAST)
+    assert f"--checksum sha256:{sha}" in caplog.text and "not tampering" in caplog.text
+    info = dl.DATASETS["unity-groceries-synthetic-sample"]
+    monkeypatch.setitem(dl.DATASETS, info.name, dl.dataclasses.replace(info, sha256="0" * 64))
+    with pytest.raises(dl.ChecksumError, match="sha256 mismatch"):
+        dl.download_dataset(info.name, str(tmp_path / "b"), source_uri=str(copy), **FAST)
+    monkeypatch.setitem(dl.DATASETS, info.name, dl.dataclasses.replace(info, sha256=sha))
+    assert dl.download_dataset(info.name, str(tmp_path / "c"), source_uri=str(copy), **FAST).files

@@ -33,6 +33,7 @@ def test_evaluation_notebook_executes(tmp_path, monkeypatch):
     coco = json.load(open(os.path.join(run_dir, "metrics_coco.json")))["stats"]
     assert f"'AP': {round(coco['AP'], 4)}" in text
     assert "AP@0.5 = " + str(round(coco["AP50"], 4)) in text  # re-scoring at IoU 0.5 agrees with the file
+    assert "errors: most lost AP is " in text or "errors: no AP lost" in text  # the TIDE breakdown cell
     images = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
     assert len(images) >= 2 + 2  # PR + per-class (+ curves) and the 2 gallery images
     html = [o for o in outputs if o.output_type == "display_data" and "text/html" in o.get("data", {})]

@@ -161,3 +161,25 @@ def test_unity_solo_rendered_object_info_gives_visible_pixels(solo_fixture):
     h = d["histograms"]["visible_size"]
     assert h["count"] == len(expected) == d["objects"] > 0
     assert h["mean"] == pytest.approx(np.mean(expected)) and h["max"] == pytest.approx(max(expected))
+
+
+def test_legacy_perception_rendered_object_info_gives_visible_pixels(legacy_fixture):
+    """issue 16 item 5: real legacy Perception output (UnityGroceries-SyntheticSample's format) carries
+    visible pixels per capture in metrics_*.json ("rendered object info"), matched by capture and instance id."""
+    from synthgap.data import open_dataset
+
+    ds = open_dataset(str(legacy_fixture))
+    definitions = json.loads((legacy_fixture / "metric_definitions.json").read_text())["metric_definitions"]
+    info_id = next(d["id"] for d in definitions if d["name"] == "rendered object info")
+    rows = [m for m in json.loads((legacy_fixture / "metrics_000.json").read_text())["metrics"]
+            if m["metric_definition"] == info_id]
+    expected = []
+    for s in ds:
+        row = next(m for m in rows if m["capture_id"] == s.metadata["capture_id"])
+        pixels = {v["instance_id"]: v["visible_pixels"] for v in row["values"]}
+        expected += [math.sqrt(pixels[i] / (s.width * s.height)) for i in s.instance_ids]
+    d = compute_stats(str(legacy_fixture))
+    assert d["visible_pixels_source"] == "Perception rendered object info"
+    h = d["histograms"]["visible_size"]
+    assert h["count"] == len(expected) == d["objects"] > 0
+    assert h["mean"] == pytest.approx(np.mean(expected)) and h["max"] == pytest.approx(max(expected))

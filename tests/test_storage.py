@@ -220,3 +220,85 @@ def test_absolute_anchors_local_paths_and_keeps_uris(tmp_path, monkeypatch):
     assert storage.absolute("data/x") == str(tmp_path / "data" / "x")
     assert storage.absolute("memory://bucket/x") == "memory://bucket/x"
     assert storage.absolute("gs://bucket/x") == "gs://bucket/x"
+
+
+# ---------------------------------------------------------------- issue 14: write errors, containment, streamed JSON
+
+from disks import fill, tmpfs  # noqa: E402  (tests/ is on sys.path)
+
+from synthgap.errors import WriteError  # noqa: E402
+
+
+def test_full_disk_is_a_write_error_naming_the_file_and_the_old_file_is_kept(tmp_path):
+    with tmpfs(tmp_path / "small", size="64k") as disk:
+        target = os.path.join(disk, "metrics.json")
+        storage.write_text(target, "old")
+        fill(disk)
+        with pytest.raises(WriteError, match=r"cannot write .*metrics.json: No space left on device"):
+            storage.write_bytes(target, b"x" * 200_000)
+        assert open(target).read() == "old"
+        assert sorted(os.listdir(disk)) == ["filler.bin", "metrics.json"]  # no temporary file left
+
+
+def test_read_only_disk_is_a_write_error(tmp_path):
+    with tmpfs(tmp_path / "ro", readonly=True) as disk:
+        with pytest.raises(WriteError, match=r"cannot write .*sub/x.json: Read-only file system"):
+            storage.write_json(os.path.join(disk, "sub", "x.json"), {})
+
+
+def test_is_within(tmp_path):
+    (tmp_path / "data" / "x").mkdir(parents=True)
+    os.symlink(tmp_path / "data", tmp_path / "link")
+    assert storage.is_within(str(tmp_path / "data"), str(tmp_path / "data"))
+    assert storage.is_within(str(tmp_path / "data" / "x" / "new.json"), str(tmp_path / "data"))
+    assert storage.is_within(str(tmp_path / "link" / "x"), str(tmp_path / "data"))  # through a symlink
+    assert storage.is_within(str(tmp_path / "data" / ".." / "data" / "y"), str(tmp_path / "data"))
+    assert not storage.is_within(str(tmp_path / "data2"), str(tmp_path / "data"))
+    assert not storage.is_within(str(tmp_path), str(tmp_path / "data"))
+    assert storage.is_within("gs://b/data/x", "gs://b/data/") and not storage.is_within("gs://b/data2", "gs://b/data")
+    assert not storage.is_within("gs://b/data", str(tmp_path))
+
+
+def test_atomic_write_temporary_names_carry_the_writer_pid(tmp_path):
+    with storage.atomic_write(str(tmp_path / "a.json"), "w") as f:
+        f.write("{}")
+        (tmp,) = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert tmp.startswith(f".a.json.synthgap-{os.getpid()}-")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 20])
+def test_iter_json_array_equals_json_load_at_any_chunk_size(tmp_path, chunk):
+    import json
+
+    items = [{"image_id": 2 ** 127 + 3, "bbox": [1.5, -2e-7, 3, 1e300], "score": 0.5, "s": "a\"],{\u00e9"},
+             12345, -1.5e-7, "x,]", [1, [2, {}]], None, True, False, {}, [], 0, "\u2603"]
+    for text in (json.dumps(items), json.dumps(items, indent=2), "\n  " + json.dumps(items) + " \n", "[]", " [ ] "):
+        path = tmp_path / "a.json"
+        path.write_text(text, encoding="utf-8")
+        assert list(storage.iter_json_array(str(path), chunk_chars=chunk)) == json.loads(text)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1,]", "Expecting value (item 1, line 1, column 4)"),
+    ("[1 2]", "Expecting ',' delimiter (item 1, line 1, column 4)"),
+    ('[{"a": 1}', "unterminated array (item 1"),
+    ("[1] x", "Extra data"),
+    ('[\n {"a": 1},\n {"b": x}]', "Expecting value (item 1, line 3, column 8)"),
+    ("[" + "9" * 5000 + "]", "Exceeds the limit (4300 digits)"),
+    ("[" * 100_000 + "]" * 100_000, "item 0"),
+])
+def test_iter_json_array_names_item_line_and_column(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    for chunk in (3, 1 << 20):
+        with pytest.raises(DatasetError) as e:
+            list(storage.iter_json_array(str(path), chunk_chars=chunk))
+        assert message in str(e.value) and e.value.file == str(path) and e.value.kind == "malformed_json"
+
+
+def test_iter_json_array_refuses_a_non_array_before_yielding(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('{"annotations": []}')
+    with pytest.raises(DatasetError) as e:
+        next(storage.iter_json_array(str(path)))
+    assert e.value.kind == "not_a_json_array"

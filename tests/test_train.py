@@ -17,13 +17,14 @@ from synthgap import storage
 from synthgap.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from synthgap.config import load_config
 from synthgap.data.coco import CocoWriter
+from synthgap.errors import CheckpointError, ConfigError
 from synthgap.models import build_model
 from synthgap.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-TINY = ["model.min_size=64", "model.max_size=64", "data.image_size=null", "train.batch_size=4", "eval.batch_size=4",
-        "train.log_every=1", "train.tb_images=2"]
+TINY = ["model.min_size=64", "model.max_size=64", "data.image_size=null", "optimizer.warmup_steps=0",
+        "train.batch_size=4", "eval.batch_size=4", "train.log_every=1", "train.tb_images=2"]
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,11 @@ def test_one_epoch_writes_checkpoints_and_tensorboard(data, tmp_path):
                                                "FasterRCNN.last.estimator", "config.yaml"}
     ck = load_checkpoint(str(tmp_path / "ck" / "FasterRCNN.last.estimator"))
     assert ck["epoch"] == 1 and ck["step"] == 2 and ck["label_map"] == LABEL_MAP
-    assert ck["config"]["model"]["name"] == "fasterrcnn_mobilenet_v3_large_320_fpn"
+    assert ck["config"]["model"]["name"] == "fasterrcnn_small_gn"
     assert set(ck["rng"]) == {"torch", "cuda", "numpy", "python"} and ck["optimizer"]["state"]
     assert ck["synthgap_version"] and "AP" in ck["metrics"] and ck["best_ap"] == ck["metrics"]["AP"]
+    saved = load_config(str(tmp_path / "ck" / "config.yaml"))  # the run's config names the data it used
+    assert (saved.data.train, saved.data.val) == (train_dir, val_dir) and cfg.data.train is None
 
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
@@ -63,7 +66,7 @@ def test_one_epoch_writes_checkpoints_and_tensorboard(data, tmp_path):
                 "epoch/images_per_s", "val/AP", "val/AP50", "val/AR100"):
         assert tag in tags["scalars"], tag
     assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
-    assert acc.Scalars("train/lr")[0].value == pytest.approx(cfg.optimizer.lr)
+    assert acc.Scalars("train/lr")[0].value == pytest.approx(cfg.optimizer.lr)  # no warm-up (TINY)
     assert acc.Scalars("val/AP")[0].value == pytest.approx(ck["metrics"]["AP"])
     assert {t for t in tags["scalars"] if t.startswith("val_per_class_AP/")} <= {f"val_per_class_AP/{n}"
                                                                                for n in LABEL_MAP.values()}
@@ -183,25 +186,31 @@ def test_ddp_two_processes_gloo(data, tmp_path):
 
 @pytest.mark.slow
 def test_learns_coloured_rectangles(tmp_path):
-    """The small CPU model, trained from scratch on 64 images of coloured rectangles (128x128 px,
-    1-2 boxes, 3 classes by colour), reaches a real learning signal on 16 held-out images.
+    """The from-scratch CPU model (fasterrcnn_small_gn), trained on 64 images of coloured rectangles
+    (96x96 px, 1-2 boxes of 19-48 px, 3 classes by colour), detects them on 32 held-out images.
 
-    Measured on the 2-core dev machine (CPU, seed 47, box_score_thresh 0 so that an untrained model
-    also produces ranked detections): the untrained model scores AP50 0.002; training for 10 epochs
-    x 8 steps of batch 8 (Adam 1e-3), validation AP50 per epoch was 0.004, 0.001, 0.002, 0.003,
-    0.003, 0.005, 0.07, 0.09, 0.27, 0.40 (the run is deterministic: two runs gave the same figures).
-    The best checkpoint (by AP@[.5:.95]) is epoch 9, AP50 0.27. The threshold, AP50 >= 0.15 and
-    >= 10x the untrained score, sits well below the trained value and 75x above the untrained one.
-    About 90 s on an idle machine.
+    Measured (CPU, seed 47, box_score_thresh 0 so that an untrained model also ranks detections;
+    10 epochs x 8 steps of batch 8, AdamW 1e-3, 20 warm-up steps), validation AP50 per epoch:
+      torch.set_num_threads(1): 0.011, 0.047, 0.156, 0.280, 0.470, 0.639, 0.615, 0.788, 0.759, 0.886
+      torch.set_num_threads(2): 0.011, 0.044, 0.158, 0.222, 0.442, 0.688, 0.791, 0.710, 0.774, 0.841
+    Thread counts change the kernels and so the numbers (as another CPU does), not the shape: the
+    model takes off at epoch 3-5 and stays >= 0.6 from epoch 6 on. The threshold, last-epoch AP50
+    >= 0.3 (and >= 10x the untrained score), is 2.8-3x below the measured values. The recipe is
+    pinned here (not taken from cpu_small) so that tuning the demo's model cannot move this test.
+    The untrained model scores AP50 ~0.01. About 60 s on an idle 2-core machine.
     """
-    from synthgap.evaluate import compute_metrics, eval_dataset, make_eval_loader, original_sizes, predict_detections
     from synthgap.data import open_dataset
+    from synthgap.evaluate import compute_metrics, eval_dataset, make_eval_loader, original_sizes, predict_detections
 
-    train_dir = make_coco(tmp_path / "train", 64, size=(128, 128), seed=1)
-    val_dir = make_coco(tmp_path / "val", 16, size=(128, 128), seed=2)
-    cfg = load_config("cpu_small", ["model.min_size=128", "model.max_size=128", "data.image_size=null",
-                                    "model.box_score_thresh=0.0", "train.epochs=10", "train.batch_size=8",
-                                    "optimizer.lr=1e-3", "train.tb_images=0"])
+    train_dir = make_coco(tmp_path / "train", 64, size=(96, 96), seed=1)
+    val_dir = make_coco(tmp_path / "val", 32, size=(96, 96), seed=2)
+    cfg = load_config("cpu_small", [
+        "model.name=fasterrcnn_small_gn", "model.backbone_widths=[32,64,128,128]", "model.backbone_norm=group",
+        "model.min_size=96", "model.max_size=96", "data.image_size=null", "model.anchor_sizes=[16,32,64]",
+        "model.rpn_pre_nms_top_n_train=600", "model.rpn_post_nms_top_n_train=300", "model.box_score_thresh=0.0",
+        "model.rpn_pre_nms_top_n_test=300", "model.rpn_post_nms_top_n_test=150", "model.rpn_batch_size_per_image=64",
+        "model.box_batch_size_per_image=32", "train.epochs=10", "train.batch_size=8", "optimizer.name=adamw",
+        "optimizer.lr=1e-3", "optimizer.warmup_steps=20", "optimizer.weight_decay=1e-4", "train.tb_images=0"])
     val = list(open_dataset(val_dir))
     torch.manual_seed(cfg.train.seed)  # the same initial weights train() starts from
     untrained = build_model(cfg.model, 4)
@@ -210,6 +219,114 @@ def test_learns_coloured_rectangles(tmp_path):
                                     original_sizes(val))
     untrained_ap50 = compute_metrics(val, detections, LABEL_MAP).stats["AP50"]
 
+    summary = train(cfg, train_data=train_dir, val_data=val_dir, checkpoint_dir=str(tmp_path / "ck"), progress=False)
+    last = summary["metrics"]
+    assert last["AP50"] >= 0.3 and last["AP50"] >= 10 * max(untrained_ap50, 0.0), (untrained_ap50, last)
+
+class _Line(torch.nn.Module):
+    """y = w x on scalar "images": a loss dict ``{"loss": mean squared error}`` like a detector's."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images, targets):
+        x, y = torch.stack(images), torch.stack([t["y"] for t in targets])
+        return {"loss": ((self.w * x - y) ** 2).mean()}
+
+
+def _batch(*pairs):
+    return [torch.tensor([x]) for x, _ in pairs], [{"y": torch.tensor([y])} for _, y in pairs]
+
+
+def _one_epoch(batches, accumulation_steps):
+    from synthgap.train import train_one_epoch
+
+    model = _Line()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    stats = train_one_epoch(model, optimizer, scheduler, batches, torch.device("cpu"), 0,
+                            accumulation_steps=accumulation_steps)
+    return model.w.item(), stats, scheduler.last_epoch
+
+
+def test_train_one_epoch_accumulates_gradients_over_a_window():
+    """Accumulating 2 batches of 2 = one batch of 4 (the mean loss); a short last window counts alone."""
+    a, b, c = _batch((1.0, 2.0), (2.0, 4.0)), _batch((3.0, 6.0), (-1.0, -2.0)), _batch((0.5, 1.0), (4.0, 8.0))
+    merged = _batch((1.0, 2.0), (2.0, 4.0), (3.0, 6.0), (-1.0, -2.0))
+    w_accumulated, stats, steps = _one_epoch([a, b, c], accumulation_steps=2)
+    w_merged, merged_stats, merged_steps = _one_epoch([merged, c], accumulation_steps=1)
+    assert w_accumulated == pytest.approx(w_merged, rel=1e-6) and w_accumulated != 0.0
+    assert stats["steps"] == steps == merged_steps == 2
+    # mean loss per image, weighted by batch size (6 images); the model's only loss is "loss"
+    assert set(stats["loss"]) == {"loss"} and stats["loss"]["loss"] > 0 and stats["images_per_s"] > 0
+
+
+def test_train_one_epoch_stops_on_a_non_finite_loss():
+    batches = [_batch((1.0, 2.0)), _batch((1.0, float("nan")))]
+    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1 batch 1: \{'loss': nan\}"):
+        _one_epoch(batches, accumulation_steps=1)
+
+
+def test_deterministic_restores_torch_settings():
+    from synthgap.train import deterministic
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory
+    with pytest.raises(RuntimeError, match="inside"):
+        with deterministic():
+            assert torch.are_deterministic_algorithms_enabled()
+            assert not torch.utils.deterministic.fill_uninitialized_memory
+            raise RuntimeError("inside")
+    assert (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory) == before
+
+
+def test_without_val_data_a_held_out_split_chooses_the_best_checkpoint(data, tmp_path, caplog):
+    """datasetinsights' 90/10 split (seed 47) of the training data: 7 of the 8 images train, 1 validates;
+    the log and the summary say which data chose the best checkpoint."""
+    train_dir, _ = data
+    cfg = load_config("cpu_small", TINY + ["train.epochs=1"])
+    with caplog.at_level(logging.INFO, logger="synthgap.train"):
+        summary = train(cfg, train_data=train_dir, checkpoint_dir=str(tmp_path / "ck"), progress=False)
+    assert f"on {train_dir} (split 'train': 7 of 8 images (90% / 10%, seed 47))" in caplog.text
+    assert f"validating on {train_dir} (split 'val': 1 of 8 images (90% / 10%, seed 47)): " in caplog.text
+    assert "epoch 1 is the best so far: val AP" in caplog.text
+    assert summary["best_epoch"] == 1 and "split 'val': 1 of 8 images" in summary["best_chosen_on"]
+    assert (tmp_path / "ck" / "FasterRCNN.best.estimator").exists()
+    # validating on images that are also trained on is refused
+    with pytest.raises(ConfigError, match=r"the validation data \(split 'val': 1 of 8 images.*\) shares 1 images "
+                                          r"with the training data \(all 8 images\)"):
+        train(load_config("cpu_small", TINY + ["data.train_split=all"]), train_data=train_dir,
+              checkpoint_dir=str(tmp_path / "ck2"), progress=False)
+
+
+@pytest.mark.slow
+def test_epoch_files_are_lean_last_resumes_and_keep_checkpoints_prunes(data, tmp_path):
+    """Four short runs (the pieces: tests/test_checkpoint.py)."""
+    train_dir, val_dir = data
+    cfg = load_config("cpu_small", TINY + ["train.epochs=3", "train.max_steps_per_epoch=1", "train.keep_checkpoints=1",
+                                           "train.val_interval=3"])
     train(cfg, train_data=train_dir, val_data=val_dir, checkpoint_dir=str(tmp_path / "ck"), progress=False)
-    best = load_checkpoint(str(tmp_path / "ck" / "FasterRCNN.best.estimator"))["metrics"]
-    assert best["AP50"] >= 0.15 and best["AP50"] >= 10 * max(untrained_ap50, 0.0), (untrained_ap50, best)
+    names = set(os.listdir(tmp_path / "ck"))
+    assert names == {"FasterRCNN.ep3.estimator", "FasterRCNN.best.estimator", "FasterRCNN.last.estimator",
+                     "config.yaml"}
+    ep3, last = load_checkpoint(str(tmp_path / "ck" / "FasterRCNN.ep3.estimator")), \
+        load_checkpoint(str(tmp_path / "ck" / "FasterRCNN.last.estimator"))
+    assert "optimizer" not in ep3 and "rng" not in ep3 and ep3["config"] and ep3["label_map"] == LABEL_MAP
+    assert ep3["epoch"] == 3 and _same_weights(ep3["model"], last["model"])
+    assert last["optimizer"]["state"] and "rng" in last
+    best = load_checkpoint(str(tmp_path / "ck" / "FasterRCNN.best.estimator"))
+    assert "optimizer" not in best and best["metrics"]["AP"] == best["best_ap"]
+    # Adam keeps two moments per weight: the lean file is about a third of the full one
+    size = {n: os.path.getsize(tmp_path / "ck" / f"FasterRCNN.{n}.estimator") for n in ("ep3", "last")}
+    assert size["ep3"] < 0.4 * size["last"]
+    # an epoch file cannot resume, and says what can
+    more = load_config("cpu_small", TINY + ["train.epochs=4", "train.max_steps_per_epoch=1"])
+    with pytest.raises(CheckpointError, match=r"FasterRCNN.ep3.estimator: cannot resume from it: it has no "
+                                              r"optimizer, rng state .*resume from FasterRCNN.last.estimator"):
+        train(more, train_data=train_dir, checkpoint_dir=str(tmp_path / "ck"), no_val=True, resume=True,
+              checkpoint_file=str(tmp_path / "ck" / "FasterRCNN.ep3.estimator"), progress=False)
+    # keep_checkpoints=0: only best and last
+    zero = load_config("cpu_small", TINY + ["train.epochs=1", "train.max_steps_per_epoch=1",
+                                            "train.keep_checkpoints=0"])
+    train(zero, train_data=train_dir, checkpoint_dir=str(tmp_path / "ck0"), no_val=True, progress=False)
+    assert set(os.listdir(tmp_path / "ck0")) == {"FasterRCNN.last.estimator", "config.yaml"}

@@ -5,6 +5,13 @@ below a symlink of the same archive, symlinks or hardlinks whose target leaves t
 and device/fifo entries are refused with a `DatasetError` naming the archive and the entry. The
 archive is then extracted into a temporary folder beside the output and moved into place, so a
 refused or failing archive leaves no partial output and nothing is ever written outside it.
+
+Archive bombs are refused before anything is written: the entries' total uncompressed size may not
+exceed ``max_bytes`` (default `MAX_EXTRACT_BYTES`) nor ``max_ratio`` times the archive's size on disk
+(default `MAX_EXTRACT_RATIO`); both are far above a real dataset (images do not compress, JSON ~10x)
+and can be raised (``synthgap download --max-extract-size / --max-extract-ratio``). The bytes written
+are counted too, so an entry that inflates past its declared size is stopped. A temporary folder left by
+a killed extraction is removed by the next extraction into the same folder (`synthgap.locks`).
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ import tempfile
 import zipfile
 from typing import Iterable
 
-from synthgap.data.errors import DatasetError
+from synthgap import locks
+from synthgap.errors import DatasetError
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
 ARCHIVE_SUFFIXES = (".zip",) + TAR_SUFFIXES
 COPY_CHUNK = 1 << 20  # bytes
+MAX_EXTRACT_BYTES = 1 << 40  # 1 TiB uncompressed in total
+MAX_EXTRACT_RATIO = 200.0  # total uncompressed size / archive size (a 1 MB zip of a 1 GB file: ~1000)
 
 
 def is_archive(name: str) -> bool:
@@ -87,6 +97,34 @@ def _check_entries(archive: str, entries: Iterable[tuple[str, str, str | None]])
                 raise _refuse(archive, name, "hardlink to the output folder itself")
 
 
+class _Budget:
+    """The bytes an extraction may still write; refuses a bomb by its declared sizes, then counts."""
+
+    def __init__(self, archive: str, max_bytes: int | None, max_ratio: float | None):
+        self.archive = archive
+        size = os.path.getsize(archive)
+        self.max_bytes = MAX_EXTRACT_BYTES if max_bytes is None else int(max_bytes)
+        ratio = MAX_EXTRACT_RATIO if max_ratio is None else float(max_ratio)
+        self.limit = min(self.max_bytes, int(ratio * max(size, 1)))
+        self.why = (f"more than --max-extract-size {self.max_bytes} bytes" if self.limit == self.max_bytes else
+                    f"more than --max-extract-ratio {ratio:g} times the archive's {size} bytes")
+        self.left = self.limit
+
+    def declare(self, sizes: Iterable[int]) -> None:
+        total = sum(max(int(n), 0) for n in sizes)
+        if total > self.limit:
+            raise self.error(f"its entries declare {total} bytes uncompressed")
+
+    def take(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise self.error("it inflates past its declared sizes")
+
+    def error(self, what: str) -> DatasetError:
+        return DatasetError(f"refusing archive: {what}, {self.why} (an archive bomb, or raise the limit); "
+                            "nothing was extracted", file=self.archive, kind="archive_too_large")
+
+
 def _zip_kind(info: zipfile.ZipInfo) -> str:
     mode = info.external_attr >> 16
     if info.is_dir():
@@ -110,9 +148,10 @@ def _tar_kind(member: tarfile.TarInfo) -> str:
     return "special"
 
 
-def _extract_zip(path: str, dest: str) -> list[str]:
+def _extract_zip(path: str, dest: str, budget: _Budget) -> list[str]:
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
+        budget.declare(i.file_size for i in infos)
         kinds = [_zip_kind(i) for i in infos]
         targets = [zf.read(i).decode("utf-8") if k == "symlink" else None for i, k in zip(infos, kinds)]
         _check_entries(path, [(i.filename, k, t) for i, k, t in zip(infos, kinds, targets)])
@@ -130,14 +169,17 @@ def _extract_zip(path: str, dest: str) -> list[str]:
                 os.symlink(target, out)
             else:
                 with zf.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, COPY_CHUNK)
+                    for block in iter(lambda: src.read(COPY_CHUNK), b""):
+                        budget.take(len(block))
+                        dst.write(block)
             names.append("/".join(parts))
         return names
 
 
-def _extract_tar(path: str, dest: str) -> list[str]:
+def _extract_tar(path: str, dest: str, budget: _Budget) -> list[str]:
     with tarfile.open(path, "r:*") as tf:
-        members = tf.getmembers()
+        members = tf.getmembers()  # reads the whole (decompressed) stream once: sizes are then exact
+        budget.declare(m.size for m in members if m.isfile())
         _check_entries(path, [(m.name, _tar_kind(m), m.linkname or None) for m in members])
         # Python's own "data" filter (3.11.4+) re-checks every path against the real folder.
         kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
@@ -145,13 +187,16 @@ def _extract_tar(path: str, dest: str) -> list[str]:
         return ["/".join(_parts(path, m.name)) for m in members if not m.isdir() and _parts(path, m.name)]
 
 
-def extract(archive_path: str, output_dir: str) -> list[str]:
+def extract(archive_path: str, output_dir: str, *, max_bytes: int | None = None,
+            max_ratio: float | None = None) -> list[str]:
     """Extract a local zip/tar archive into ``output_dir``; return the extracted file names
     (``/``-separated, relative to ``output_dir``).
 
     Files already in ``output_dir`` with the same names are replaced; others are kept.
     Raises `DatasetError` (kind ``unsafe_archive``) before writing anything when an entry is unsafe,
-    and (kind ``bad_archive``) when the file is not a readable archive.
+    (kind ``archive_too_large``) when it would expand past ``max_bytes`` bytes or ``max_ratio`` times its
+    own size (None: `MAX_EXTRACT_BYTES`, `MAX_EXTRACT_RATIO`), and (kind ``bad_archive``) when the file is
+    not a readable archive.
     """
     archive_path = os.fspath(archive_path)
     lower = archive_path.lower()
@@ -163,10 +208,12 @@ def extract(archive_path: str, output_dir: str) -> list[str]:
         raise DatasetError(f"not a zip or tar archive (expected one of {', '.join(ARCHIVE_SUFFIXES)})",
                            file=archive_path, kind="bad_archive")
     os.makedirs(output_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".synthgap-extract-", dir=output_dir)
+    budget = _Budget(archive_path, max_bytes, max_ratio)
+    locks.remove_stale_temps(output_dir)  # what a killed extraction left (named with its pid)
+    tmp = tempfile.mkdtemp(prefix=f".synthgap-extract-{os.getpid()}-", dir=output_dir)
     try:
         try:
-            names = extractor(archive_path, tmp)
+            names = extractor(archive_path, tmp, budget)
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, UnicodeDecodeError) as e:
             raise DatasetError(f"cannot read archive: {e}", file=archive_path, kind="bad_archive") from None
         _merge(tmp, output_dir)

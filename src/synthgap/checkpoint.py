@@ -2,7 +2,9 @@
 
 A synthgap checkpoint is a ``torch.save`` of a dict of plain values and tensors (see
 docs/training.md): model / optimizer / scheduler / GradScaler states, epoch, step, RNG states,
-config, label map, validation metrics and the synthgap version. Writing goes through
+config, label map, validation metrics and the synthgap version. Only ``FasterRCNN.last.estimator``
+keeps all of it (the resume state); epoch files and ``best`` are `lean`: the model and config
+(datasetinsights' format) with the small metadata. Writing goes through
 `synthgap.storage.atomic_write`, so a killed run leaves either the old file or the new one.
 
 Loading is always restricted: ``torch.load`` runs with an unpickler whose ``find_class`` resolves
@@ -15,9 +17,12 @@ dict subclass, hence our own.)
 
 from __future__ import annotations
 
+import collections
 import io
 import pickle
+import posixpath
 import random
+import re
 import types
 from typing import Any, Mapping
 
@@ -25,13 +30,10 @@ import numpy as np
 import torch
 
 from synthgap import __version__, storage
+from synthgap.errors import CheckpointError
 
 FORMAT = "synthgap.checkpoint/1"
 PREFIX = "FasterRCNN"  # file names follow datasetinsights: FasterRCNN.ep{N}.estimator
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be loaded (unsafe content, corrupt, or not a checkpoint)."""
 
 
 class _CfgNodeStandIn(dict):
@@ -98,10 +100,15 @@ _restricted_pickle.load = lambda f, **kwargs: _RestrictedUnpickler(f, **kwargs).
 
 
 def _plain(obj: Any) -> Any:
-    """Turn _CfgNodeStandIn trees into plain dicts."""
+    """Turn _CfgNodeStandIn trees into plain dicts (a state_dict keeps its ``_metadata``: the per-module
+    layout versions torchvision's ``_load_from_state_dict`` migrations read)."""
     if isinstance(obj, dict) and not isinstance(obj, torch.Tensor):
-        return type(obj)((k, _plain(v)) for k, v in obj.items()) if not isinstance(obj, _CfgNodeStandIn) \
-            else {k: _plain(v) for k, v in obj.items()}
+        if isinstance(obj, _CfgNodeStandIn):
+            return {k: _plain(v) for k, v in obj.items()}
+        out = type(obj)((k, _plain(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):
+            out._metadata = obj._metadata
+        return out
     if isinstance(obj, list):
         return [_plain(v) for v in obj]
     return obj
@@ -113,6 +120,8 @@ def load_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> Any:
         data = storage.read_bytes(uri)
     except FileNotFoundError:
         raise CheckpointError(f"{uri}: checkpoint file not found") from None
+    except (PermissionError, IsADirectoryError) as e:
+        raise CheckpointError(f"{uri}: cannot read the checkpoint ({e.strerror or type(e).__name__})") from None
     try:
         obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False,
                          pickle_module=_restricted_pickle)
@@ -126,13 +135,17 @@ def load_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> Any:
     return _plain(obj)
 
 
-def model_state(obj: Any, uri: str = "") -> dict[str, torch.Tensor]:
-    """The model state_dict inside a loaded checkpoint (synthgap or datasetinsights) or a bare state_dict."""
+def model_state(obj: Any, uri: str = "") -> "collections.OrderedDict[str, torch.Tensor]":
+    """The model state_dict inside a loaded checkpoint (synthgap or datasetinsights) or a bare state_dict,
+    with its ``_metadata`` (layout versions) when the file had them."""
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
-        return dict(obj["model"])
-    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return dict(obj)
-    raise CheckpointError(f"{uri}: no model weights found (expected a dict with a 'model' state_dict)")
+        obj = obj["model"]
+    elif not (isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+        raise CheckpointError(f"{uri}: no model weights found (expected a dict with a 'model' state_dict)")
+    state = collections.OrderedDict(obj)
+    if hasattr(obj, "_metadata"):
+        state._metadata = obj._metadata
+    return state
 
 
 def rng_state() -> dict:
@@ -177,6 +190,43 @@ def make_checkpoint(*, model: torch.nn.Module, optimizer=None, scheduler=None, s
         "metrics": dict(metrics or {}),
         "best_ap": best_ap,
     }
+
+
+# what only a resume needs: FasterRCNN.last.estimator carries it, epoch files and best do not
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng")
+
+
+def lean(checkpoint: Mapping) -> dict:
+    """``checkpoint`` without the resume state (`RESUME_KEYS`): the model and config, as in
+    datasetinsights' files, plus epoch, step, label map and metrics. With Adam, a third of the full size."""
+    return {k: v for k, v in checkpoint.items() if k not in RESUME_KEYS}
+
+
+def check_resumable(checkpoint: Any, uri: str) -> None:
+    """CheckpointError unless ``checkpoint`` holds the full resume state (synthgap's ``last`` file does)."""
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"{uri}: cannot resume from it: not a synthgap checkpoint")
+    missing = [k for k in ("optimizer", "rng", "epoch", "step") if checkpoint.get(k) is None]
+    if missing:
+        raise CheckpointError(f"{uri}: cannot resume from it: it has no {', '.join(missing)} state (epoch files and "
+                              f"{checkpoint_name('best')} hold the model and config only); resume from "
+                              f"{checkpoint_name('last')}, or start from these weights without --resume")
+
+
+def prune_epoch_checkpoints(checkpoint_dir: str, epoch: int, keep: int | None) -> list[str]:
+    """After epoch ``epoch``, delete ``FasterRCNN.ep{N}.estimator`` for N <= epoch - keep (the newest
+    ``keep`` epoch files stay; ``None`` keeps all). Files of later epochs (another run's) are left alone.
+    Returns the deleted URIs."""
+    if keep is None:
+        return []
+    doomed = []
+    for uri in storage.glob(storage.join(checkpoint_dir, f"{PREFIX}.ep*.estimator")):
+        name = posixpath.basename(uri.replace("\\", "/"))
+        match = re.fullmatch(rf"{re.escape(PREFIX)}\.ep(\d+)\.estimator", name)
+        if match and int(match.group(1)) <= epoch - keep:
+            storage.remove(uri)
+            doomed.append(uri)
+    return doomed
 
 
 def save_checkpoint(checkpoint: Mapping, uri: str) -> None:

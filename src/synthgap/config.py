@@ -14,16 +14,14 @@ import importlib.resources
 import os
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Optional
 
 import yaml
 
 from synthgap import storage
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the dotted key and the source."""
+from synthgap.errors import ConfigError
 
 
 @dataclass
@@ -31,20 +29,28 @@ class ModelConfig:
     """torchvision Faster R-CNN. ``None`` means "torchvision's default for this architecture"."""
 
     name: Literal["fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
-                  "fasterrcnn_mobilenet_v3_large_320_fpn"] = "fasterrcnn_resnet50_fpn"
-    weights: Optional[str] = None            # full model weights (a checkpoint file, path or URI)
-    backbone_weights: Optional[str] = None   # backbone state_dict file (path or URI)
+                  "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_small_gn"] = "fasterrcnn_resnet50_fpn"
+    # coco (torchvision's COCO-trained detector, its box predictor replaced) | a full model file: path or URI
+    weights: Optional[str] = None
+    # imagenet (torchvision's ImageNet classifier) | a classification backbone's state_dict: path or URI
+    weights_backbone: Optional[str] = None
     trainable_backbone_layers: Optional[int] = None
     min_size: Optional[int] = None           # the model's own resize: shorter side, pixels
     max_size: Optional[int] = None           # longer side cap, pixels
-    box_score_thresh: float = 0.05           # the seed's value
-    box_detections_per_img: int = 100        # the seed's MAX_BOXES_PER_IMAGE
+    box_score_thresh: float = 0.05           # datasetinsights' value
+    box_detections_per_img: int = 100        # datasetinsights' MAX_BOXES_PER_IMAGE
     rpn_pre_nms_top_n_train: Optional[int] = None
     rpn_post_nms_top_n_train: Optional[int] = None
     rpn_pre_nms_top_n_test: Optional[int] = None
     rpn_post_nms_top_n_test: Optional[int] = None
     rpn_batch_size_per_image: Optional[int] = None
     box_batch_size_per_image: Optional[int] = None
+    # fasterrcnn_small_gn only (a from-scratch CPU model, synthgap.models.small_gn_backbone):
+    backbone_widths: list[int] = field(default_factory=lambda: [32, 64, 128, 128])  # channels per stride-2 stage
+    backbone_norm: Literal["group", "batch", "none"] = "group"  # GroupNorm(8): batch-size independent
+    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # anchor sides, pixels
+    anchor_aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # height / width
+    box_head_width: int = 256                # the two-layer box head's hidden width
 
 
 @dataclass
@@ -57,6 +63,15 @@ class DataConfig:
     format: Optional[str] = None     # force a reader (solo, perception, groceries-real, coco)
     image_size: Optional[list[int]] = None  # [width, height] pixels to resize to on load
     skip_invalid: bool = False
+    # split of the train/val/test data to read (synthgap.data.splits; datasetinsights' dataset.args.split):
+    # UnityGroceries-Real's split files (train, val, test, train_small ...), for other data train / val
+    # (a seeded split) or all. None = the role's default: UnityGroceries-Real's train / val / test split;
+    # other data whole, or its train / val split when training data is also the validation data.
+    train_split: Optional[str] = None
+    val_split: Optional[str] = None
+    test_split: Optional[str] = None
+    split_seed: int = 47             # the train / val split of data without split files (datasetinsights')
+    val_fraction: float = 0.1        # its validation share
 
 
 @dataclass
@@ -65,7 +80,7 @@ class OptimizerConfig:
     lr: float = 2e-4
     momentum: float = 0.9            # sgd only
     weight_decay: float = 0.0
-    lr_step_size: int = 0            # StepLR period in epochs; 0 = constant lr (the seed's Adam)
+    lr_step_size: int = 0            # StepLR period in epochs; 0 = constant lr (datasetinsights' Adam)
     lr_gamma: float = 0.1
     warmup_steps: int = 0            # linear warm-up over this many optimizer steps
 
@@ -75,7 +90,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 4
     accumulation_steps: int = 1      # optimizer step every N batches (effective batch = N * batch_size)
-    seed: int = 47                   # the seed's random_seed
+    seed: int = 47                   # datasetinsights' random_seed
     workers: int = 0                 # DataLoader worker processes
     amp: Literal["none", "fp16", "bf16"] = "none"  # fp16 needs CUDA; bf16 works on CPU
     deterministic: bool = True       # torch.use_deterministic_algorithms (CPU runs are repeatable)
@@ -83,6 +98,7 @@ class TrainConfig:
     log_every: int = 10              # TensorBoard scalars every N optimizer steps
     max_steps_per_epoch: int = 0     # cap batches per epoch (0 = all); for smoke runs and benchmarks
     tb_images: int = 4               # validation images drawn into TensorBoard each epoch
+    keep_checkpoints: Optional[int] = None  # newest FasterRCNN.ep{N} files kept (best and last always); None = all
 
 
 @dataclass
@@ -103,6 +119,12 @@ class Config:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "<dict>") -> "Config":
+        """Validate a plain mapping (a YAML document, the ``config`` stored in a checkpoint) into a Config;
+        a bad key or value raises ConfigError naming it and ``source``."""
+        return from_dict(cls, raw, source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +186,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str):
         raise ConfigError(f"{source}: {prefix or 'the config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    raw = {_renamed(f"{prefix}.{k}" if prefix else str(k), source, v).rsplit(".", 1)[-1]: v for k, v in raw.items()}
     for key in raw:
         if key not in names:
             dotted = f"{prefix}.{key}" if prefix else str(key)
@@ -174,10 +197,24 @@ def _build(cls: type, raw: Any, prefix: str, source: str):
     return obj
 
 
+# old dotted key -> its new name; the old one is still read (a FutureWarning says so when it is set)
+RENAMED = {"model.backbone_weights": "model.weights_backbone"}
+
+
+def _renamed(dotted: str, source: str, value: Any = None) -> str:
+    if dotted in RENAMED:
+        if value is not None:  # older checkpoints store `backbone_weights: null`: nothing to warn about
+            warnings.warn(f"{source}: '{dotted}' is now '{RENAMED[dotted]}' (the old name will go)", FutureWarning,
+                          stacklevel=3)
+        return RENAMED[dotted]
+    return dotted
+
+
 _POSITIVE = {"train.epochs", "train.batch_size", "train.accumulation_steps", "eval.batch_size",
              "optimizer.lr", "model.box_detections_per_img", "train.log_every"}
 _NON_NEGATIVE = {"train.workers", "eval.workers", "train.val_interval", "train.max_steps_per_epoch",
-                 "optimizer.weight_decay", "optimizer.lr_step_size", "optimizer.warmup_steps", "train.tb_images"}
+                 "optimizer.weight_decay", "optimizer.lr_step_size", "optimizer.warmup_steps", "train.tb_images",
+                 "train.keep_checkpoints"}
 
 
 def _check_ranges(obj: Any, prefix: str, source: str) -> None:
@@ -185,19 +222,27 @@ def _check_ranges(obj: Any, prefix: str, source: str) -> None:
         key, value = f"{prefix}.{f.name}" if prefix else f.name, getattr(obj, f.name)
         if key in _POSITIVE and not value > 0:
             raise ConfigError(f"{source}: {key} must be > 0, got {value!r}")
-        if key in _NON_NEGATIVE and not value >= 0:
+        if key in _NON_NEGATIVE and value is not None and not value >= 0:
             raise ConfigError(f"{source}: {key} must be >= 0, got {value!r}")
     if prefix == "data" and obj.image_size is not None and (len(obj.image_size) != 2 or min(obj.image_size) <= 0):
         raise ConfigError(f"{source}: data.image_size must be [width, height] > 0, got {obj.image_size!r}")
+    if prefix == "data" and not 0 < obj.val_fraction < 1:
+        raise ConfigError(f"{source}: data.val_fraction must be between 0 and 1, got {obj.val_fraction!r}")
     if prefix == "eval":
         for p in obj.protocols:
             if p not in ("coco", "unity"):
                 raise ConfigError(f"{source}: eval.protocols entries must be 'coco' or 'unity', got {p!r}")
 
 
+def from_dict(cls: type, raw: Any, source: str = "<dict>"):
+    """Instantiate the config dataclass ``cls`` (`Config`, or another one built the same way, such as
+    the study's) from mapping ``raw``, checking every key and value (ConfigError naming ``source``)."""
+    return _build(cls, raw, "", source)
+
+
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
-    """Validate a plain mapping (e.g. the ``config`` stored in a checkpoint) into a Config."""
-    return _build(Config, raw, "", source)
+    """`Config.from_dict` (kept: older call sites use this name)."""
+    return Config.from_dict(raw, source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +283,7 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
                                       for f in dataclasses.fields(cfg)})
     for text in overrides:
         key, value = parse_override(text)
+        key = _renamed(key, f"--override {text}", value)
         parts = key.split(".")
         source = f"--override {text}"
         node: Any = cfg
@@ -267,7 +313,11 @@ def load_config(source: str | None = None, overrides: Iterable[str] = ()) -> Con
             raw = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML ({e})") from None
-        cfg = _build(Config, raw, "", source)
+        if isinstance(raw, dict) and "estimator" in raw:  # datasetinsights' estimator YAML: translate it
+            from synthgap.datasetinsights import translate
+
+            raw, _, overrides = translate(raw, source, overrides)
+        cfg = Config.from_dict(raw, source)
     return apply_overrides(cfg, overrides)
 
 

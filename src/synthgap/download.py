@@ -24,8 +24,11 @@ import urllib.parse
 import zlib
 from typing import Callable
 
+import google_crc32c  # CRC-32C in C: ~3.7 GB/s here against ~1 MB/s in pure Python
+from tqdm import tqdm
+
 from synthgap import archive, httpfetch, storage
-from synthgap.data.errors import DatasetError
+from synthgap.errors import DatasetError, DownloadError
 from synthgap.httpfetch import redact
 
 logger = logging.getLogger(__name__)
@@ -34,12 +37,11 @@ CHUNK = 1 << 20  # bytes per read and per hash update
 DEFAULT_RETRIES = 5  # failed attempts in a row before giving up (one that got data counts as the first)
 DEFAULT_BACKOFF = 1.0  # seconds before the first retry; doubles each time, capped at MAX_BACKOFF
 MAX_BACKOFF = 30.0
+# A body without Content-Length (chunked) is stopped past this many bytes (raise it with max_bytes /
+# --max-size): a server streaming without end would otherwise fill the disk.
+MAX_UNANNOUNCED_BYTES = 50 << 30
 BASE_URL_ENV = "SYNTHGAP_DATASETS_BASE_URL"
 DEFAULT_BASE_URL = "https://storage.googleapis.com/datasetinsights/data"
-
-
-class DownloadError(RuntimeError):
-    """A download failed; the message names the (redacted) source and what to do."""
 
 
 class SourceGoneError(DownloadError):
@@ -57,8 +59,6 @@ class _CRC:
 
     def __init__(self, castagnoli: bool):
         if castagnoli:
-            import google_crc32c  # C implementation: ~3.7 GB/s here against ~1 MB/s in pure Python
-
             self._c = google_crc32c.Checksum()
             self.update = self._c.update
             self.hexdigest = lambda: self._c.hexdigest().decode("ascii")
@@ -89,13 +89,13 @@ class Checksum:
 
 
 def parse_checksum(spec: str) -> Checksum:
-    """``ALGO:HEX`` (sha256, sha1, sha512, md5, crc32, crc32c) -> Checksum; ValueError otherwise."""
+    """``ALGO:HEX`` (sha256, sha1, sha512, md5, crc32, crc32c) -> Checksum; DownloadError (a ValueError) otherwise."""
     algo, sep, value = spec.strip().partition(":")
     algo, value = algo.lower(), value.strip().lower()
     if not sep or algo not in ALGORITHMS:
-        raise ValueError(f"checksum must be ALGO:HEX with ALGO one of {', '.join(ALGORITHMS)}, got {spec!r}")
+        raise DownloadError(f"checksum must be ALGO:HEX with ALGO one of {', '.join(ALGORITHMS)}, got {spec!r}")
     if len(value) != _HEX_LENGTH[algo] or not re.fullmatch(r"[0-9a-f]+", value):
-        raise ValueError(f"a {algo} checksum is {_HEX_LENGTH[algo]} hex digits, got {value!r}")
+        raise DownloadError(f"a {algo} checksum is {_HEX_LENGTH[algo]} hex digits, got {value!r}")
     return Checksum(algo, value)
 
 
@@ -115,24 +115,24 @@ def parse_checksum_text(text: str, name: str, where: str = "checksum file") -> C
         fields = line.split(None, 1)
         entries.append((fields[0], fields[1].lstrip("*").strip() if len(fields) > 1 else None))
     if not entries:
-        raise ValueError(f"{where} is empty")
+        raise DownloadError(f"{where} is empty")
     if len(entries) > 1:
         named = [e for e in entries if e[1] is not None and posixpath.basename(e[1]) == name]
         if len(named) != 1:
-            raise ValueError(f"{where} has {len(entries)} lines and {len(named)} of them name {name!r}")
+            raise DownloadError(f"{where} has {len(entries)} lines and {len(named)} of them name {name!r}")
         entries = named
     token, named_for = entries[0]
     if named_for is not None and posixpath.basename(named_for) != name:
-        raise ValueError(f"{where} is for {posixpath.basename(named_for)!r}, not {name!r}")
+        raise DownloadError(f"{where} is for {posixpath.basename(named_for)!r}, not {name!r}")
     if ":" in token:
         return parse_checksum(token)
     if token.isdigit() and len(token) not in _ALGORITHM_BY_LENGTH:
         if int(token) >= 1 << 32:
-            raise ValueError(f"{where}: decimal value {token} is too large for a CRC-32")
+            raise DownloadError(f"{where}: decimal value {token} is too large for a CRC-32")
         return Checksum("crc32", f"{int(token):08x}")
     algo = _ALGORITHM_BY_LENGTH.get(len(token))
     if algo is None or not re.fullmatch(r"[0-9a-fA-F]+", token):
-        raise ValueError(f"{where}: cannot tell the algorithm of {token!r}; write it as ALGO:HEX")
+        raise DownloadError(f"{where}: cannot tell the algorithm of {token!r}; write it as ALGO:HEX")
     return Checksum(algo, token.lower())
 
 
@@ -146,24 +146,45 @@ def file_checksum(path: str, algorithm: str) -> str:
 
 
 def verify(path: str, checksum: Checksum, source: str | None = None) -> None:
-    """Raise ChecksumError (naming the file, source, expected and actual values) on a mismatch."""
-    got = file_checksum(path, checksum.algorithm)
+    """Raise ChecksumError (naming the file, source, expected and actual values) on a mismatch.
+
+    A CRC guards against corruption only (a file can be forged to any CRC): after a CRC match the file's
+    sha256, computed in the same pass, is logged so it can be pinned (``--checksum sha256:HEX``)."""
+    h = ALGORITHMS[checksum.algorithm]()
+    sha = hashlib.sha256() if checksum.algorithm in ("crc32", "crc32c") else None
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+            if sha is not None:
+                sha.update(block)
+    got = h.hexdigest()
     if got != checksum.hexdigest:
         raise ChecksumError(f"{checksum.algorithm} mismatch for {redact(source or path)}: expected "
                             f"{checksum.hexdigest}, got {got}; the downloaded file was deleted")
+    if sha is not None:
+        logger.warning("%s matches its %s, which detects corruption but not tampering; its sha256 is %s "
+                       "(pin it with --checksum sha256:%s)", redact(source or path), checksum.algorithm,
+                       sha.hexdigest(), sha.hexdigest())
 
 
 # ---------------------------------------------------------------- named datasets
 
 @dataclasses.dataclass(frozen=True)
 class NamedDataset:
-    """A public dataset: where it was published, its checksum, and the folder it unpacks into."""
+    """A public dataset: where it was published, its checksum, and the folder it unpacks into.
+
+    ``checksum`` is what Unity published: a CRC-32, which catches corruption in transit but not tampering
+    (anyone can make a file with a given CRC-32). ``sha256``, when known, is verified instead; it is None for
+    both datasets because their files could not be fetched to compute it (Unity's bucket is gone, no network
+    here). Pin one yourself with ``--checksum sha256:HEX``; the download logs the sha256 of what it got.
+    """
 
     name: str
     path: str  # below the base URL
     checksum: Checksum
     subfolder: str  # inside --output; the archive unpacks here
     layout: str  # what the user gets, for --help and the docs
+    sha256: str | None = None
 
 
 DATASETS = {d.name: d for d in (
@@ -212,8 +233,6 @@ def _load_meta(meta_path: str, url: str) -> dict | None:
 
 
 def _progress_bar(total: int | None, initial: int, desc: str, progress: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=desc, file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True)
 
@@ -228,7 +247,7 @@ def _remove(*paths: str) -> None:
 
 def fetch_http(url: str, dest: str, *, access_token: str | None = None, checksum: Checksum | None = None,
                retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF,
-               timeout: float = httpfetch.DEFAULT_TIMEOUT, progress: bool = True) -> str:
+               timeout: float = httpfetch.DEFAULT_TIMEOUT, progress: bool = True, max_bytes: int | None = None) -> str:
     """Download ``url`` to the local file ``dest``, resuming ``dest + ".part"`` if a previous run
     left one, retrying transient failures, verifying ``checksum``; return ``dest``.
 
@@ -237,7 +256,9 @@ def fetch_http(url: str, dest: str, *, access_token: str | None = None, checksum
     whole (200) rather than spliced. A 206 whose Content-Range does not start at N, or a server
     that ignores Range, restarts the file cleanly. Transient failures (connection errors,
     timeouts, truncated bodies, 408/429/5xx) are retried ``retries`` times in a row with
-    exponential backoff; an attempt that received data restarts that count at one.
+    exponential backoff; an attempt that received data restarts that count at one. ``max_bytes`` caps the
+    file: a larger Content-Length is refused, and a body without one is stopped past the cap (None:
+    Content-Length is trusted, a body without one stops past `MAX_UNANNOUNCED_BYTES`).
     """
     part, meta_path = dest + ".part", dest + ".part.json"
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
@@ -251,7 +272,7 @@ def fetch_http(url: str, dest: str, *, access_token: str | None = None, checksum
         while True:
             offset = os.path.getsize(part) if os.path.exists(part) else 0
             try:
-                if _attempt(url, part, meta_path, meta, offset, access_token, timeout, bar):
+                if _attempt(url, part, meta_path, meta, offset, access_token, timeout, bar, max_bytes):
                     break
                 error: Exception = DownloadError("restarted")
             except httpfetch.HTTPStatusError as e:
@@ -288,7 +309,7 @@ def fetch_http(url: str, dest: str, *, access_token: str | None = None, checksum
     return dest
 
 
-def _attempt(url, part, meta_path, meta, offset, access_token, timeout, bar) -> bool:
+def _attempt(url, part, meta_path, meta, offset, access_token, timeout, bar, max_bytes=None) -> bool:
     """One GET appending to ``part``. True when the file is complete, False to restart it.
     Raises on transport errors and truncated bodies."""
     headers = {}
@@ -329,6 +350,10 @@ def _attempt(url, part, meta_path, meta, offset, access_token, timeout, bar) -> 
             mode, expected, offset = "wb", meta["size"], 0
         else:
             raise DownloadError(f"unexpected HTTP {resp.status} {resp.reason} from {redact(url)}")
+        if expected is not None and max_bytes is not None and expected > max_bytes:
+            _remove(part, meta_path)
+            raise DownloadError(f"{redact(url)} is {expected} bytes, more than --max-size {max_bytes}; nothing kept")
+        limit = (MAX_UNANNOUNCED_BYTES if max_bytes is None else max_bytes) if expected is None else None
         bar.reset(total=expected)
         bar.update(offset)
         received = 0
@@ -338,10 +363,17 @@ def _attempt(url, part, meta_path, meta, offset, access_token, timeout, bar) -> 
                     f.write(block)
                     received += len(block)
                     bar.update(len(block))
+                    if limit is not None and offset + received > limit:
+                        break
             finally:
                 f.flush()
                 os.fsync(f.fileno())
         size = offset + received
+        if limit is not None and size > limit:
+            _remove(part, meta_path)
+            raise DownloadError(f"{redact(url)} sent more than {limit} bytes without announcing a length "
+                                f"(no Content-Length); stopped and deleted. Raise the cap with --max-size if the "
+                                f"file is really that large")
         if expected is not None and size < expected:
             raise _Truncated(f"connection closed after {size} of {expected} bytes")
         if expected is not None and size > expected:
@@ -354,11 +386,12 @@ def _attempt(url, part, meta_path, meta, offset, access_token, timeout, bar) -> 
 
 def fetch_file(source_uri: str, dest: str, *, access_token: str | None = None, checksum: Checksum | None = None,
                retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF,
-               timeout: float = httpfetch.DEFAULT_TIMEOUT, progress: bool = True) -> str:
-    """Copy one file from any source to the local path ``dest`` via ``dest.part``; verify; rename."""
+               timeout: float = httpfetch.DEFAULT_TIMEOUT, progress: bool = True, max_bytes: int | None = None) -> str:
+    """Copy one file from any source to the local path ``dest`` via ``dest.part``; verify; rename.
+    ``max_bytes``: see `fetch_http` (http(s) only; other sources have a known size)."""
     if httpfetch.is_http(source_uri):
         return fetch_http(source_uri, dest, access_token=access_token, checksum=checksum, retries=retries,
-                          backoff=backoff, timeout=timeout, progress=progress)
+                          backoff=backoff, timeout=timeout, progress=progress, max_bytes=max_bytes)
     part = dest + ".part"
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     try:
@@ -407,29 +440,32 @@ class DownloadResult:
 def download(source_uri: str, output: str, *, checksum: Checksum | None = None, checksum_file: str | None = None,
              access_token: str | None = None, extract: bool = True, keep_archive: bool = False,
              retries: int = DEFAULT_RETRIES, backoff: float = DEFAULT_BACKOFF,
-             timeout: float = httpfetch.DEFAULT_TIMEOUT, progress: bool = True) -> DownloadResult:
+             timeout: float = httpfetch.DEFAULT_TIMEOUT, progress: bool = True, max_bytes: int | None = None,
+             max_extract_bytes: int | None = None, max_extract_ratio: float | None = None) -> DownloadResult:
     """Download a file or folder from ``source_uri`` into the local folder ``output``.
 
     A file lands as ``output/<name>``; a zip/tar archive is then unpacked into ``output`` (and
     removed unless ``keep_archive``). A folder (local, gs://, s3://, memory://) is copied file by
     file below ``output``. An existing ``output/<name>`` that matches ``checksum`` is not fetched
-    again. ``access_token`` is sent to the http(s) source host only.
+    again. ``access_token`` is sent to the http(s) source host only. ``max_bytes`` caps an http(s)
+    download (see `fetch_http`); ``max_extract_bytes`` / ``max_extract_ratio`` bound what an archive may
+    expand to (see `synthgap.archive.extract`).
     """
     source_uri = os.fspath(source_uri)
     if storage.protocol(source_uri) == "usim":
         raise DownloadError("usim:// sources (Unity Simulation) cannot be downloaded: Unity Simulation was "
                             "shut down. Pass the URL, bucket URI or local path of a copy of the data instead.")
     if checksum is not None and checksum_file is not None:
-        raise ValueError("give either a checksum or a checksum file, not both")
+        raise DownloadError("give either a checksum or a checksum file, not both")
     if access_token and not httpfetch.is_http(source_uri):
         logger.warning("--access-token is only sent to http(s) sources; ignored for %s", storage.protocol(source_uri))
     if not storage.is_local(output):
-        raise ValueError(f"--output must be a local folder, got {output}")
+        raise DownloadError(f"--output must be a local folder, got {output}")
     output = storage.local_path(output)
     os.makedirs(output, exist_ok=True)
     if not httpfetch.is_http(source_uri) and storage.isdir(source_uri):
         if checksum is not None or checksum_file is not None:
-            raise ValueError(f"a checksum applies to one file, but {source_uri} is a folder")
+            raise DownloadError(f"a checksum applies to one file, but {source_uri} is a folder")
         return _copy_folder(source_uri, output, progress)
     name = _file_name(source_uri)
     if checksum_file is not None:
@@ -439,11 +475,11 @@ def download(source_uri: str, output: str, *, checksum: Checksum | None = None, 
         logger.info("%s is already downloaded and matches %s", dest, checksum.algorithm)
     else:
         fetch_file(source_uri, dest, access_token=access_token, checksum=checksum, retries=retries,
-                   backoff=backoff, timeout=timeout, progress=progress)
+                   backoff=backoff, timeout=timeout, progress=progress, max_bytes=max_bytes)
     if not (extract and archive.is_archive(name)):
         return DownloadResult(output, dest, [name])
     try:
-        files = archive.extract(dest, output)
+        files = archive.extract(dest, output, max_bytes=max_extract_bytes, max_ratio=max_extract_ratio)
     except DatasetError:
         _remove(dest)  # an unsafe or unreadable archive is of no use; nothing was extracted
         raise
@@ -455,8 +491,6 @@ def download(source_uri: str, output: str, *, checksum: Checksum | None = None, 
 
 def _copy_folder(source_uri: str, output: str, progress: bool) -> DownloadResult:
     names = storage.walk_files(source_uri)
-    from tqdm import tqdm
-
     for rel in tqdm(names, desc=posixpath.basename(source_uri.rstrip("/")), unit="file",
                     file=sys.stderr, disable=not progress, leave=False):
         parts = [p for p in rel.split("/") if p not in ("", ".")]
@@ -499,11 +533,11 @@ def download_dataset(name: str, output: str, *, source_uri: str | None = None, *
     checksum is still checked unless ``checksum``/``checksum_file`` is given.
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise DownloadError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     info = DATASETS[name]
     url = source_uri or dataset_url(name)
     if kwargs.get("checksum") is None and kwargs.get("checksum_file") is None:
-        kwargs["checksum"] = info.checksum
+        kwargs["checksum"] = Checksum("sha256", info.sha256) if info.sha256 else info.checksum
     try:
         return download(url, os.path.join(output, info.subfolder), **kwargs)
     except ChecksumError:

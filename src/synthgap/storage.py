@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import io
 import json
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import uuid
@@ -27,6 +29,7 @@ from typing import IO, Any, Iterator
 import fsspec
 
 from synthgap import httpfetch
+from synthgap.errors import DatasetError, WriteError
 
 # Object stores whose uploads become visible only when complete: no rename needed (or possible).
 _ATOMIC_UPLOAD_PROTOCOLS = {"gs", "gcs", "s3", "s3a", "az", "abfs", "abfss"}
@@ -70,6 +73,19 @@ def absolute(uri: str) -> str:
     """A local path made absolute (so it still resolves from another working directory); URIs as given."""
     uri = os.fspath(uri)
     return os.path.abspath(local_path(uri)) if is_local(uri) else uri
+
+
+def is_within(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or lies below it. Local paths are compared after resolving ``..``
+    and symlinks (``data/../data/x`` and a link to ``data`` are inside ``data``); URIs by their text."""
+    path, folder = os.fspath(path), os.fspath(folder)
+    if is_local(path) != is_local(folder):
+        return False
+    if is_local(path):
+        path, folder = os.path.realpath(local_path(path)), os.path.realpath(local_path(folder))
+        return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+    path, folder = path.rstrip("/"), folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
 
 
 def join(base: str, *parts: str) -> str:
@@ -131,15 +147,105 @@ def read_text(uri: str, encoding: str = "utf-8") -> str:
 
 
 def read_json(uri: str) -> Any:
-    """Parse a JSON file; a syntax error becomes a DatasetError naming the file, line and column."""
-    from synthgap.data.errors import DatasetError
-
-    text = read_text(uri)
+    """Parse a JSON file. A syntax error, bytes that are not UTF-8, nesting too deep for the parser, or a
+    file that cannot be read (no permission, a folder) becomes a DatasetError naming the file."""
     try:
-        return json.loads(text)
+        data = read_bytes(uri)
+    except (PermissionError, IsADirectoryError) as e:
+        raise DatasetError(f"cannot read the file ({e.strerror or type(e).__name__})", file=str(uri),
+                           kind="unreadable_file") from None
+    try:
+        return json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise DatasetError(f"malformed JSON: {e.msg} (line {e.lineno}, column {e.colno})",
                            file=str(uri), kind="malformed_json") from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start}", file=str(uri),
+                           kind="malformed_json") from None
+    except RecursionError:
+        raise DatasetError("JSON nested too deeply to parse", file=str(uri), kind="malformed_json") from None
+
+
+JSON_CHUNK_CHARS = 1 << 22  # characters read at a time by iter_json_array
+MAX_JSON_ITEM_CHARS = 1 << 26  # one array item longer than this is taken as malformed, not read whole
+_NUMBER_CHARS = frozenset("0123456789.eE+-")
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def iter_json_array(uri: str, chunk_chars: int = JSON_CHUNK_CHARS,
+                    max_item_chars: int = MAX_JSON_ITEM_CHARS) -> Iterator[Any]:
+    """Yield the items of a file whose top-level JSON value is an array, parsing one item at a time.
+
+    Memory stays about ``chunk_chars`` plus one item, whatever the file size (``json.load`` of a
+    780 MB results list holds ~6 GB of Python objects). The items are exactly what ``json.load``
+    would give (same decoder). Raises `DatasetError` naming the file, the item index, line and column
+    for malformed JSON, and kind ``not_a_json_array`` (before yielding anything) when the top-level
+    value is not an array, so a caller can fall back to `read_json`.
+    """
+    decoder = json.JSONDecoder()
+    with open(uri, "r") as f:
+        buf, pos, line, col, eof = "", 0, 1, 1, False  # line, col: where buf[0] is in the file (1-based)
+
+        def more() -> None:
+            nonlocal buf, pos, line, col, eof
+            try:
+                chunk = f.read(chunk_chars)
+            except UnicodeDecodeError as e:
+                raise DatasetError(f"not UTF-8 text: {e.reason}", file=str(uri), kind="malformed_json") from None
+            line += buf.count("\n", 0, pos)
+            nl = buf.rfind("\n", 0, pos)
+            col = pos - nl if nl >= 0 else col + pos
+            buf, pos, eof = buf[pos:] + chunk, 0, not chunk
+
+        def error(msg: str, at: int, item: int | None) -> DatasetError:
+            nl = buf.rfind("\n", 0, at)
+            where = f"item {item}, " if item is not None else ""
+            return DatasetError(f"malformed JSON: {msg} ({where}line {line + buf.count(chr(10), 0, at)}, "
+                                f"column {at - nl if nl >= 0 else col + at})", file=str(uri), kind="malformed_json")
+
+        def skip_space() -> str:
+            """The next non-space character ('' at the end of the file); pos points at it."""
+            nonlocal pos
+            while True:
+                pos = _JSON_SPACE.match(buf, pos).end()
+                if pos < len(buf) or eof:
+                    return buf[pos] if pos < len(buf) else ""
+                more()
+
+        if skip_space() != "[":
+            raise DatasetError("the top-level JSON value is not an array", file=str(uri), kind="not_a_json_array")
+        pos += 1
+        item = 0
+        closing = skip_space() == "]"
+        while not closing:
+            while True:
+                try:
+                    value, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as e:
+                    if eof or len(buf) - pos > max_item_chars:
+                        raise error(e.msg, e.pos, item) from None
+                    more()
+                    continue
+                except (ValueError, RecursionError) as e:  # e.g. an integer of more than 4300 digits
+                    raise error(str(e).split(";")[0], pos, item) from None
+                # A number cut by the buffer's end ("12|3", "1.5|e-7") parses short: read on and parse again.
+                if eof or len(buf) - pos > max_item_chars or (end < len(buf) and buf[end] not in _NUMBER_CHARS):
+                    break
+                more()
+            pos = end
+            yield value
+            item += 1
+            c = skip_space()
+            if c == ",":
+                pos += 1
+                skip_space()
+            elif c == "]":
+                closing = True
+            else:
+                raise error("Expecting ',' delimiter" if c else "unterminated array", pos, item)
+        pos += 1
+        if skip_space():
+            raise error("Extra data", pos, None)
 
 
 def _umask() -> int:
@@ -152,6 +258,22 @@ def _umask() -> int:
     except OSError:
         pass
     return 0o022
+
+
+def temp_tag() -> str:
+    """The part of every temporary name this package writes that names its writer, ``synthgap-<pid>-``,
+    so a later run can tell what a killed run left behind (`synthgap.locks.remove_stale_temps`)."""
+    return f"synthgap-{os.getpid()}-"
+
+
+# OSErrors that mean "this output cannot be written here" (disk full, quota, read-only, no permission,
+# file too large): a `WriteError` naming the file, one line on the command line instead of a traceback.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.ENOTDIR,
+                 errno.EISDIR}
+
+
+def _write_error(uri: str, e: OSError) -> WriteError:
+    return WriteError(f"cannot write {uri}: {e.strerror or e} (errno {e.errno})")
 
 
 @contextlib.contextmanager
@@ -172,8 +294,11 @@ def atomic_write(uri: str, mode: str = "wb") -> Iterator[IO]:
     if is_local(uri):
         path = local_path(uri)
         folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{temp_tag()}", suffix=".tmp", dir=folder)
+        except OSError as e:
+            raise _write_error(uri, e) from e
         try:
             with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
                 yield f
@@ -181,9 +306,11 @@ def atomic_write(uri: str, mode: str = "wb") -> Iterator[IO]:
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS and e.filename in (None, tmp, path):
+                raise _write_error(uri, e) from e
             raise
         return
     fs, path = split_uri(uri)

@@ -50,7 +50,7 @@ def test_info_text_and_json(tmp_path):
 
 def test_info_lists_problems_and_exit_code(tmp_path):
     def breaks(d):
-        d["annotations"][2]["bbox"] = [60, 0, 20, 10]          # outside the 64x48 image 2
+        d["annotations"][2]["bbox"] = [64, 0, 20, 10]          # no area inside the 64x48 image 2
         d["annotations"].append({"id": 4, "image_id": 9, "category_id": 1, "bbox": [0, 0, 1, 1]})
     path = make_coco(tmp_path / "c", breaks)
     (tmp_path / "c" / "im3.png").unlink()
@@ -152,7 +152,6 @@ def test_info_groceries_problems(tmp_path):
 
 
 def test_convert_real_solo_fixture(tmp_path, solo_fixture):
-    pytest.importorskip("synthgap.data.solo", reason="the SOLO reader (solo.py) is not written yet")
     res = run("convert", solo_fixture, tmp_path / "solo.json", "--from", "solo")
     assert res.exit_code == 0, res.output
     coco = COCO(str(tmp_path / "solo.json"))
@@ -178,3 +177,159 @@ def test_help_texts():
         assert res.exit_code == 0
         for flag in ("--skip-invalid", "--format" if cmd == "info" else "--copy-images"):
             assert flag in res.stdout
+
+
+@pytest.mark.parametrize("dst", ["SRC", "SRC/instances.json", "FOLDER", "FOLDER/coco", "FOLDER/../c/x/../coco.json"])
+def test_convert_refuses_an_output_that_is_or_is_inside_the_source(tmp_path, dst):
+    """issue 14 item 6: `convert SRC SRC` overwrote the source; now a usage error and the source unchanged."""
+    path = make_coco(tmp_path / "c")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()}
+    src = str(path) if not dst.startswith("FOLDER") else str(tmp_path / "c")
+    target = dst.replace("SRC", str(path)).replace("FOLDER", str(tmp_path / "c"))
+    if dst == "SRC/instances.json":  # a JSON source and --copy-images into its own folder
+        target = str(tmp_path / "c")
+    res = run("convert", src, target, "--skip-invalid", *(["--copy-images"] if dst == "SRC/instances.json" else []))
+    assert res.exit_code == 2 and "is, or is inside, SRC" in res.output, res.output
+    assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()} == before
+
+
+def test_convert_beside_a_json_source_is_allowed(tmp_path):
+    path = make_coco(tmp_path / "c")
+    assert run("convert", path, tmp_path / "c" / "converted.json").exit_code == 0
+
+
+# ---- issue 14: ids of any size, overhanging boxes, iscrowd, decoding, paths, sensors --------------------------
+
+def test_datasetinsights_uuid_ids_read_and_convert_unchanged(tmp_path):
+    """Unity's datasetinsights COCO converter writes uuid.UUID(...).int image and annotation ids (128 bits)."""
+    img, cat = 0xC0FFEE00112233445566778899AABBCC, 2 ** 64 + 7
+
+    def huge_ids(d):
+        d["images"][0]["id"] = img
+        d["annotations"][0].update(id=0x0123456789ABCDEF0123456789ABCDEF, image_id=img, category_id=cat)
+        d["annotations"][1]["image_id"] = img
+        d["categories"].append({"id": cat, "name": "huge"})
+    path = make_coco(tmp_path / "c", huge_ids)
+    res = run("info", path, "--json")
+    assert res.exit_code == 0, res.output
+    assert {"name": "huge", "id": cat, "count": 1} in json.loads(res.stdout)["classes"]
+    res = run("convert", path, tmp_path / "o.json")
+    assert res.exit_code == 0, res.output
+    out = json.loads((tmp_path / "o.json").read_text())
+    assert img in {im["id"] for im in out["images"]} and {c["id"] for c in out["categories"]} == {1, 2, 5, cat}
+    assert [(a["image_id"], a["category_id"]) for a in out["annotations"] if a["image_id"] == img] == \
+        [(img, cat), (img, 2)]
+
+
+def test_boxes_past_the_image_edge_are_a_warning_not_a_problem(tmp_path):
+    # Unity's own converter output holds y + h = 251 on a 240 px image; here y + h = 51 on a 48 px image
+    path = make_coco(tmp_path / "c", lambda d: d["annotations"][2].update(bbox=[10, 41, 20, 10]))
+    res = run("info", path, "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["warnings"] == {"boxes_partly_outside_image": 1} and report["problems"] == []
+    res = run("info", path)
+    assert "warnings: 1 boxes run past the image edge" in res.stdout and "problems: none" in res.stdout
+    assert run("convert", path, tmp_path / "o.json").exit_code == 0
+    assert json.loads((tmp_path / "o.json").read_text())["annotations"][2]["bbox"] == [10, 41, 20, 10]
+
+
+@pytest.mark.parametrize("value", ["0", "no", "false", None])
+def test_iscrowd_that_is_not_0_1_or_boolean_is_a_problem(tmp_path, value):
+    path = make_coco(tmp_path / "c", lambda d: d["annotations"][1].update(iscrowd=value))
+    res = run("info", path, "--json")
+    assert res.exit_code == 1
+    (problem,) = json.loads(res.stdout)["problems"]
+    assert (problem["kind"], problem["record"], problem["field"]) == ("bad_type", "annotations[1] (id 2)", "iscrowd")
+
+
+def test_info_decode_finds_empty_truncated_and_resized_images(tmp_path):
+    path = make_coco(tmp_path / "c")
+    (tmp_path / "c" / "im1.png").write_bytes(b"")
+    im2 = tmp_path / "c" / "im2.png"
+    im2.write_bytes(im2.read_bytes()[:-40])
+    Image.new("RGB", (60, 48)).save(tmp_path / "c" / "im3.png")
+    assert run("info", path).exit_code == 0  # files exist: not decoded by default
+    res = run("info", path, "--decode", "--json")
+    assert res.exit_code == 1
+    report = json.loads(res.stdout)
+    assert report["images_decoded"] and report["problem_counts"] == {"size_mismatch": 1, "unreadable_image": 2}
+    assert {p["file"] for p in report["problems"]} == {str(tmp_path / "c" / f"im{i}.png") for i in (1, 2, 3)}
+
+
+def test_convert_copies_only_files_that_decode_as_images(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    path = make_coco(tmp_path / "c", lambda d: d["images"][1].update(file_name=str(secret)))  # absolute: allowed
+    res = run("convert", path, tmp_path / "out", "--copy-images")
+    assert res.exit_code == 1 and str(secret) in res.output and "Traceback" not in res.output
+    res = run("convert", path, tmp_path / "out", "--copy-images", "--skip-invalid")
+    assert res.exit_code == 0, res.output
+    assert "wrote 2 images" in res.stdout and "1 unreadable_image" in res.stdout
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["im1.png", "im3.png"]
+
+
+def test_solo_path_outside_the_dataset_is_not_copied(tmp_path):
+    from synthgap.data import Sample
+    from synthgap.data.solo import SoloWriter
+
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 6), "red").save(secret)  # even a real image outside the dataset is refused
+    root = tmp_path / "solo"
+    with SoloWriter(str(root), {1: "a"}) as w:
+        for i in range(2):
+            w.add(Sample(image="", width=8, height=6, boxes=[[1, 1, 2, 2]], labels=[1]), Image.new("RGB", (8, 6)))
+    frame = root / "sequence.1" / "step0.frame_data.json"
+    doc = json.loads(frame.read_text())
+    doc["captures"][0]["filename"] = "../../secret.png"
+    frame.write_text(json.dumps(doc))
+    res = run("convert", root, tmp_path / "out", "--copy-images")
+    assert res.exit_code == 1 and "points outside the dataset folder" in res.output
+    res = run("convert", root, tmp_path / "out", "--copy-images", "--skip-invalid")
+    assert res.exit_code == 0 and "1 path_outside_dataset" in res.stdout
+    assert [p.name for p in (tmp_path / "out" / "images").iterdir()] == ["step0.camera.png"]
+
+
+def test_info_legacy_perception_non_camera_sensors_and_truncated_captures(tmp_path, legacy_fixture):
+    import shutil
+
+    root = tmp_path / "legacy"
+    shutil.copytree(legacy_fixture, root)
+    captures = root / "captures_000.json"
+    doc = json.loads(captures.read_text())
+    depth = dict(doc["captures"][0], sensor=dict(doc["captures"][0]["sensor"], modality="depth"))
+    lidar = dict(doc["captures"][0], sensor=dict(doc["captures"][0]["sensor"], modality="lidar"),
+                 filename="Lidar/frame_0.pcd")
+    doc["captures"] += [depth, lidar]
+    captures.write_text(json.dumps(doc))
+    res = run("info", root, "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["images"] == 2 and report["skipped_sensors"] == {"depth": 1, "lidar": 1}
+    assert "skipped captures: 1 depth, 1 lidar" in run("info", root).stdout
+    captures.write_bytes(captures.read_bytes()[:500])  # truncated: the JSON error, not "the dataset is empty"
+    res = run("info", root)
+    assert res.exit_code == 1 and "malformed JSON" in res.output and "captures_000.json" in res.output
+    assert "empty" not in res.output
+
+
+def test_convert_removes_a_killed_runs_temporary_file_and_refuses_a_second_writer(tmp_path):
+    """issue 14 items 2, 13: a convert killed mid-write left `.annotations.json.<random>.tmp` for good."""
+    import os
+    import subprocess
+    import sys
+
+    from synthgap import locks
+
+    path = make_coco(tmp_path / "c")
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    (out / f".annotations.json.synthgap-{dead}-abcd.tmp").write_text('{"images": [')
+    with locks.lock_folder(str(out), "synthgap convert (another)"):
+        res = run("convert", path, out)
+        assert res.exit_code == 1 and "another synthgap process" in res.output and "(another)" in res.output
+    res = run("convert", path, out)
+    assert res.exit_code == 0, res.output
+    assert sorted(os.listdir(out)) == ["annotations.json"]

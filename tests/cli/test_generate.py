@@ -57,3 +57,18 @@ def test_bad_class_file_content_names_the_file(tmp_path):
     bad.write_text("[]")
     r = run("--out", str(tmp_path / "d"), "--frames", "1", "--classes", str(bad))
     assert r.exit_code == 1 and str(bad) in r.output and "empty" in r.output
+
+
+def test_force_replaces_the_folder_and_a_read_only_disk_is_one_line(tmp_path, classes):
+    from disks import tmpfs  # tests/ is on sys.path
+
+    out = tmp_path / "d"
+    args = ["--classes", classes, "--width", "64", "--height", "48", "--quiet", "--format", "coco"]
+    assert run("--out", str(out), "--frames", "4", *args).exit_code == 0
+    r = run("--out", str(out), "--frames", "1", "--force", *args)
+    assert r.exit_code == 0, r.output
+    assert len(open_dataset(str(out))) == 1 and len(list((out / "images").iterdir())) == 1
+    with tmpfs(tmp_path / "ro", readonly=True) as disk:
+        r = run("--out", f"{disk}/d", "--frames", "1", *args)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "Read-only file system" in r.output and len(r.output.strip().splitlines()) == 1

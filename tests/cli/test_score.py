@@ -105,3 +105,57 @@ def test_score_reads_a_unity_solo_dataset_as_ground_truth(solo_fixture, tmp_path
     full = [c for c, row in data["coco"]["per_class"].items() if row["num_gt"] and c != str(dropped["category_id"])]
     assert full and all(data["coco"]["per_class"][c]["AP"] == pytest.approx(1.0) for c in full)
     assert data["unity"]["stats"]["mAR"] < 1.0 and n_gt == len(pred) + 1
+
+
+def test_score_reads_128_bit_ids_and_writes_them_back_unchanged(tmp_path):
+    """datasetinsights' COCO converter writes uuid.UUID(...).int ids (issue 14 item 1)."""
+    import uuid
+
+    big = {i: uuid.UUID(int=(3 << 125) + i).int for i in (1, 2, 3)}
+    gt = json.loads(json.dumps(GT))
+    for img in gt["images"]:
+        img["id"] = big[img["id"]]
+    for a in gt["annotations"]:
+        a["image_id"], a["id"] = big[a["image_id"]], big[a["id"] % 3 + 1] + a["id"]
+    pred = [dict(d, image_id=big[d["image_id"]]) for d in PRED]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    out = tmp_path / "metrics.json"
+    res = run("--gt", tmp_path / "gt.json", "--pred", tmp_path / "pred.json", "--out", out, "--protocol", "both")
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(list(json.loads(out.read_text())["coco"]["stats"].values()), cocoeval(GT, PRED).stats,
+                               atol=1e-12, rtol=0)
+    pred[4]["image_id"] = big[3] + 1  # not in the ground truth: named, with the exact id
+    (tmp_path / "pred.json").write_text(json.dumps(pred))
+    res = run("--gt", tmp_path / "gt.json", "--pred", tmp_path / "pred.json")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "detections[4]" in res.output and str(big[3] + 1) in res.output and "pred.json" in res.output
+
+
+def test_score_out_on_a_full_disk_is_one_line(files, tmp_path):
+    from disks import fill, tmpfs  # tests/ is on sys.path
+
+    gt, pred = files
+    with tmpfs(tmp_path / "small", size="64k") as disk:
+        fill(disk)
+        res = run("--gt", gt, "--pred", pred, "--out", f"{disk}/metrics.json")
+    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("Error: cannot write") and "No space left on device" in last
+
+
+def test_score_errors_prints_and_writes_the_tide_breakdown_equal_to_tidecv(files, tmp_path):
+    from metrics.test_tide import tide_oracle
+
+    gt, pred = files
+    out = tmp_path / "metrics.json"
+    res = run("--gt", gt, "--pred", pred, "--errors", "--out", out, "--protocol", "both")
+    assert res.exit_code == 0, res.output
+    assert "TIDE error breakdown" in res.output and "background" in res.output
+    data = json.loads(out.read_text())
+    errors = data["coco"]["errors"]
+    assert "errors" not in data["unity"]  # computed once, with the first protocol
+    tide_run, main, special = tide_oracle(GT, PRED)
+    assert errors["ap"] == pytest.approx(tide_run.ap / 100, abs=1e-12)
+    assert errors["counts"]["bkg"] == {e.short_name: n for e, n in tide_run.count_errors().items()}["Bkg"]
+    assert errors["special"]["false_pos"] == pytest.approx(special["FalsePos"] / 100, abs=1e-12)

@@ -143,3 +143,28 @@ def test_evaluate_a_datasetinsights_estimator(trained, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "out" / "metrics_coco.json").read_text())["stats"]["AP"] is not None
     assert "yacs" not in sys.modules
     assert os.path.exists(tmp_path / "out" / "predictions.json")
+
+
+def test_evaluate_reads_the_test_split_of_a_groceries_real_folder(trained, tmp_path):
+    """UnityGroceries-Real: `evaluate` reads its test split unless --test-split says otherwise."""
+    from tests.data.test_groceries_real import make_groceries
+
+    root, _, _ = trained
+    groceries = make_groceries(tmp_path / "groceries")  # 5 images; split files: test = [4]
+    checkpoint = str(root / "ck" / "FasterRCNN.best.estimator")
+    for args, images in (([], 1), (["--test-split", "all"], 5), (["--test-split", "train"], 3)):
+        result = CliRunner().invoke(main, ["evaluate", "-p", checkpoint, "-t", str(groceries), "--output",
+                                           str(tmp_path / "eval"), "--no-progress", *args])
+        assert result.exit_code == 0, result.output
+        assert f"{images} images, " in result.output
+    result = CliRunner().invoke(main, ["evaluate", "-p", checkpoint, "-t", str(groceries), "--output",
+                                       str(tmp_path / "eval"), "--no-progress", "--test-split", "nope"])
+    assert result.exit_code != 0 and "unknown split 'nope'" in result.output
+
+
+def test_train_split_flags_reach_the_data(trained, tmp_path):
+    root, train_dir, test_dir = trained
+    for flag in ("--train-split", "--val-split"):
+        result = CliRunner().invoke(main, ["train", "-t", train_dir, "-e", test_dir, "--checkpoint-dir",
+                                           str(tmp_path / "ck"), "--no-progress", flag, "nope"])
+        assert result.exit_code != 0 and "unknown split 'nope'; coco datasets have: all, train, val" in result.output

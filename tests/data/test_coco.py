@@ -158,8 +158,21 @@ BAD = {
                        "bbox"),
     "negative_width": (lambda d: d["annotations"][0].update(bbox=[1, 2, -3, 4]), "box_non_positive",
                        "annotations[0] (id 1)", "bbox"),
-    "outside_image": (lambda d: d["annotations"][1].update(bbox=[15, 2, 10, 4]), "box_outside_image",
+    "outside_image": (lambda d: d["annotations"][1].update(bbox=[20, 2, 10, 4]), "box_outside_image",
                       "annotations[1] (id 2)", "bbox"),
+    "iscrowd_string": (lambda d: d["annotations"][0].update(iscrowd="0"), "bad_type", "annotations[0] (id 1)",
+                       "iscrowd"),
+    "iscrowd_2": (lambda d: d["annotations"][0].update(iscrowd=2), "bad_type", "annotations[0] (id 1)", "iscrowd"),
+    "image_id_bool": (lambda d: d["annotations"][1].update(image_id=True), "bad_type", "annotations[1] (id 2)",
+                      "image_id"),
+    "annotation_id_bool": (lambda d: d["annotations"][1].update(id=True), "bad_type", "annotations[1]", "id"),
+    "bbox_bool": (lambda d: d["annotations"][1].update(bbox=[1, True, 3, 4]), "bad_bbox", "annotations[1] (id 2)",
+                  "bbox"),
+    "bbox_beyond_float64": (lambda d: d["annotations"][1].update(bbox=[1, 10 ** 400, 3, 4]), "number_too_large",
+                            "annotations[1] (id 2)", "bbox"),
+    "width_2_70": (lambda d: d["images"][1].update(width=2 ** 70), "bad_image_size", "images[1] (id 5)",
+                   "width/height"),
+    "width_bool": (lambda d: d["images"][1].update(width=True), "bad_type", "images[1] (id 5)", "width"),
     "nan": (lambda d: d["annotations"][2].update(bbox=[1, float("nan"), 3, 4]), "box_not_finite",
             "annotations[2] (id 3)", "bbox"),
     "empty": (lambda d: d.update(images=[], annotations=[]), "empty_dataset", "images", "images"),
@@ -223,3 +236,60 @@ def test_partial_areas_fall_back_to_box_area(tmp_path):
     del d["annotations"][2]["area"]
     ds = CocoDataset(str(write_dataset(tmp_path, d, images=False)))
     assert ds[0].areas.tolist() == [33.0, 19.9 * 20]
+
+
+# ---- issue 14: ids of any size, iscrowd, overhanging boxes, copying only images ------------------------------
+
+def uuid_ids_dict():
+    """What Unity's datasetinsights COCO converter writes: uuid.UUID(...).int image and annotation ids."""
+    img, ann, cat = 0xC0FFEE00112233445566778899AABBCC, 0x0123456789ABCDEF0123456789ABCDEF, 2 ** 64 + 1
+    return img, ann, cat, {
+        "images": [{"id": img, "file_name": "a.png", "width": 40, "height": 30}],
+        "annotations": [{"id": ann, "image_id": img, "category_id": cat, "bbox": [1, 2, 3, 4], "area": 12,
+                         "iscrowd": 0}],
+        "categories": [{"id": cat, "name": "huge"}, {"id": 3, "name": "small"}],
+    }
+
+
+def test_ids_beyond_64_bits_round_trip_unchanged(tmp_path):
+    img, ann, cat, data = uuid_ids_dict()
+    ds = CocoDataset(str(write_dataset(tmp_path, data)))
+    s = ds[0]
+    assert s.image_id == img and s.instance_ids == (ann,) and s.labels.tolist() == [cat] and cat in ds.label_map
+    out = tmp_path / "out.json"
+    with CocoWriter(str(out), ds.label_map) as w:
+        w.add(s)
+    written = json.loads(out.read_text())
+    assert written["images"][0]["id"] == img and written["annotations"][0]["image_id"] == img
+    assert written["annotations"][0]["category_id"] == cat and {c["id"] for c in written["categories"]} == {cat, 3}
+    coco = COCO(str(out))  # pycocotools reads it too
+    assert coco.getAnnIds(imgIds=[img]) == [1]
+    assert CocoDataset(str(out))[0].image_id == img
+
+
+@pytest.mark.parametrize("value,crowd", [(0, False), (1, True), (False, False), (True, True)])
+def test_iscrowd_accepts_0_1_and_booleans(tmp_path, value, crowd):
+    ds = CocoDataset(str(write_dataset(tmp_path, mutate(lambda d: d["annotations"][0].update(iscrowd=value)),
+                                       images=False)))
+    assert ds[0].iscrowd.tolist()[0] is crowd
+
+
+def test_box_partly_outside_is_kept_exactly(tmp_path):
+    # Unity's converter output: y + h = 251 on a 240 px high image
+    data = mutate(lambda d: d["annotations"][1].update(bbox=[15, 2, 10, 19]))
+    assert CocoDataset(str(write_dataset(tmp_path, data, images=False)))[1].boxes.tolist() == [[15, 2, 10, 19]]
+
+
+@pytest.mark.parametrize("content", [b"root:x:0:0:root:/root:/bin/bash\n", b"", "truncated"])
+def test_copy_images_copies_only_files_that_decode(tmp_path, content):
+    src = tmp_path / "img.png"
+    Image.new("RGB", (8, 6), "red").save(src)
+    if content == "truncated":
+        content = src.read_bytes()[:-30]
+    src.write_bytes(content)
+    s = Sample(image=str(src), width=8, height=6, boxes=[[1, 1, 2, 2]], labels=[1], image_id=1)
+    w = CocoWriter(str(tmp_path / "out"), {1: "x"}, copy_images=True)
+    with pytest.raises(DatasetError) as err:
+        w.add(s)
+    assert err.value.kind == "unreadable_image" and err.value.file == str(src)
+    assert not (tmp_path / "out" / "images" / "img.png").exists()

@@ -1,4 +1,6 @@
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -105,7 +107,7 @@ def test_missing_definitions(tmp_path):
 
 
 def test_box_outside_image_and_missing_image(tmp_path):
-    root = make_groceries(tmp_path, sizes=[(32, 24), (8, 8), (32, 24), (32, 24), (32, 24)])
+    root = make_groceries(tmp_path, sizes=[(32, 24), (1, 1), (32, 24), (32, 24), (32, 24)])  # box x = 1 >= width
     (root / "images" / "IMG_4103.JPG").unlink()
     ds = GroceriesRealDataset(str(root))  # lazy: the error shows when the record is read
     with pytest.raises(DatasetError) as err:
@@ -134,3 +136,74 @@ def test_bad_bbox_and_malformed_json(tmp_path):
     with pytest.raises(DatasetError) as err:
         GroceriesRealDataset(str(root))
     assert err.value.kind == "malformed_json"
+
+
+# ---- issue 14: ids of any size, bools, duplicate split indices, unreadable files and images ---------------
+
+def edit_records(root, fn):
+    records = json.loads((root / "annotations.json").read_text())
+    fn(records)
+    (root / "annotations.json").write_text(json.dumps(records))
+
+
+def test_label_ids_beyond_64_bits(tmp_path):
+    big = 2 ** 70
+    root = make_groceries(tmp_path)
+    defs = json.loads((root / "annotation_definitions.json").read_text())
+    defs["annotation_definitions"][0]["spec"].append({"label_id": big, "label_name": "huge"})
+    (root / "annotation_definitions.json").write_text(json.dumps(defs))
+    edit_records(root, lambda r: r[1]["annotations"].append({"label_id": big, "bbox": [1, 1, 2, 2]}))
+    ds = GroceriesRealDataset(str(root))
+    assert ds.label_map[big] == "huge" and ds[1].labels.tolist() == [2, big]
+
+
+@pytest.mark.parametrize("annotation,kind", [
+    ({"label_id": True, "bbox": [1, 2, 3, 4]}, "missing_key"),
+    ({"label_id": 1, "bbox": [1, 10 ** 400, 3, 4]}, "number_too_large"),
+])
+def test_bools_and_huge_numbers_are_errors(tmp_path, annotation, kind):
+    root = make_groceries(tmp_path)
+    edit_records(root, lambda r: r[3]["annotations"].append(annotation))
+    with pytest.raises(DatasetError) as err:
+        GroceriesRealDataset(str(root))
+    assert err.value.kind == kind and err.value.record == "[3].annotations[0] (IMG_4103.JPG)"
+
+
+def test_duplicate_split_index_is_an_error(tmp_path):
+    root = make_groceries(tmp_path)
+    (root / "groceries_real_train.txt").write_text("0 1 2 1\n")
+    with pytest.raises(DatasetError) as err:
+        GroceriesRealDataset(str(root), split="train")
+    e = err.value
+    assert (e.kind, e.record, e.field) == ("duplicate_index", "position 3", "index") and "train.txt" in e.file
+    ds = GroceriesRealDataset(str(root), split="train", skip_invalid=True)
+    assert [s.image_id for s in ds] == [0, 1, 2] and ds.skipped.counts() == {"duplicate_index": 1}
+
+
+def test_non_utf8_split_file_is_named(tmp_path):
+    root = make_groceries(tmp_path)
+    (root / "groceries_real_val.txt").write_bytes(b"3\xff\n")
+    for skip in (False, True):
+        with pytest.raises(DatasetError) as err:
+            GroceriesRealDataset(str(root), split="val", skip_invalid=skip)
+        assert err.value.file.endswith("groceries_real_val.txt") and "UTF-8" in str(err.value)
+    assert len(GroceriesRealDataset(str(root), split="test")) == 1  # other splits still read
+
+
+def png_claiming_size(width, height):
+    """A PNG whose header claims width x height (the pixel data is a 1x1 image): a decompression bomb."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0\0\0\0")) + \
+        chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_skipped_under_skip_invalid(tmp_path):
+    root = make_groceries(tmp_path)
+    (root / "images" / "IMG_4102.JPG").write_bytes(png_claiming_size(60000, 60000))
+    with pytest.raises(DatasetError) as err:
+        GroceriesRealDataset(str(root))[2]
+    assert err.value.kind == "image_too_large" and "IMG_4102.JPG" in err.value.file
+    ds = GroceriesRealDataset(str(root), skip_invalid=True)
+    assert [s.image_id for s in ds] == [0, 1, 3, 4] and ds.skipped.counts() == {"image_too_large": 1}

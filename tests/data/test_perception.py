@@ -297,3 +297,84 @@ def test_skip_invalid_drops_bad_captures_and_keeps_len_right(tmp_path):
     assert len(ds) == 3 and [s.metadata["record"] for s in ds] == ["captures[0]", "captures[2]", "captures[4]"]
     assert ds.skipped.counts() == {"unknown_label": 1, "missing_image": 1}
     assert [s.image_id for s in ds] == [0, 1, 2] and ds[2].image == written[4].image
+
+
+# --- issue 14: paths, sensors, unreadable files, ids and sizes --------------------------------
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd"])
+def test_image_paths_must_stay_inside_the_dataset(tmp_path, name):
+    write_dataset(tmp_path)
+    edit_captures(tmp_path, lambda c: c[1].update(filename=name))
+    e = expect_error(tmp_path, "path_outside_dataset")
+    assert (e.record, e.field) == ("captures[1]", "filename") and name in str(e)
+
+
+def test_only_camera_captures_are_read_others_are_counted(tmp_path):
+    write_dataset(tmp_path, n=3)
+
+    def add_sensors(c):
+        c.append(dict(c[0], sensor=dict(c[0]["sensor"], modality="depth"), filename=c[0]["filename"]))
+        c.append(dict(c[0], sensor=dict(c[0]["sensor"], modality="lidar"), filename="Lidar/points_0.pcd",
+                      annotations=[]))
+    edit_captures(tmp_path, add_sensors)
+    ds = PerceptionDataset(str(tmp_path))
+    assert len(ds) == 3 and ds.skipped_sensors == {"depth": 1, "lidar": 1} and not ds.skipped
+
+
+def test_truncated_captures_file_names_the_json_error_not_empty(tmp_path):
+    write_dataset(tmp_path)
+    path = tmp_path / "captures_000.json"
+    path.write_bytes(path.read_bytes()[:200])
+    for skip in (False, True):  # info opens with skip_invalid=True
+        with pytest.raises(DatasetError) as err:
+            PerceptionDataset(str(tmp_path), skip_invalid=skip)
+        assert err.value.kind == "malformed_json" and err.value.file.endswith("captures_000.json")
+
+
+@pytest.mark.parametrize("mutate,kind", [
+    (lambda p: p.write_bytes(p.read_bytes().replace(b'"step": 0', b'"step": "\xff"', 1)), "malformed_json"),
+    (lambda p: p.write_text('{"captures": [' + "[" * 100_000 + "]" * 100_000 + "]}"), "malformed_json"),
+    (lambda p: (p.unlink(), p.mkdir()), "unreadable_file"),
+])
+def test_unreadable_captures_files_are_one_line_errors_and_skippable(tmp_path, mutate, kind):
+    write_dataset(tmp_path, n=CAPTURES_PER_FILE + 2)  # two chunks: captures_000.json, captures_150.json
+    mutate(tmp_path / "captures_150.json")
+    e = expect_error(tmp_path, kind)
+    assert e.file.endswith("captures_150.json")
+    ds = PerceptionDataset(str(tmp_path), skip_invalid=True)
+    assert len(ds) == CAPTURES_PER_FILE and ds.skipped.counts() == {kind: 1}
+
+
+def test_label_ids_beyond_64_bits_and_overhanging_boxes_read_exactly(tmp_path):
+    big = 2 ** 64 + 5
+    write_dataset(tmp_path, n=1)
+    path = tmp_path / "annotation_definitions.json"
+    doc = json.loads(path.read_text())
+    doc["annotation_definitions"][0]["spec"].append({"label_id": big, "label_name": "huge"})
+    path.write_text(json.dumps(doc))
+    edit_captures(tmp_path, lambda c: values(c)[0].update(label_id=big, x=30.0, width=5.0))
+    s = PerceptionDataset(str(tmp_path))[0]
+    assert s.labels.tolist() == [big] and s.boxes.tolist() == [[30.0, 2.0, 5.0, 4.5]]
+
+
+@pytest.mark.parametrize("edit,kind,field", [
+    (lambda c: c[0]["sensor"].update(dimension=[1e10, 24]), "bad_image_size", "width"),
+    (lambda c: values(c)[0].update(x=True), "wrong_type", "annotations[0].values[0].x"),
+    (lambda c: values(c)[0].update(y=10 ** 400), "number_too_large", "annotations[0].values[0].y"),
+])
+def test_absurd_sizes_and_bools_are_clear_errors(tmp_path, edit, kind, field):
+    write_dataset(tmp_path)
+    edit_captures(tmp_path, edit)
+    e = expect_error(tmp_path, kind)
+    assert (e.record, e.field) == ("captures[0]", field) and e.file.endswith("captures_000.json")
+
+
+def test_decompression_bomb_image_is_a_skippable_error(tmp_path):
+    from test_groceries_real import png_claiming_size  # tests/data is on sys.path, as tests/ is for shapes
+
+    written = write_dataset(tmp_path)
+    Path(written[1].image).write_bytes(png_claiming_size(60000, 60000))  # header read for the image size
+    e = expect_error(tmp_path, "image_too_large")
+    assert (e.record, e.field) == ("captures[1]", "filename") and written[1].image in str(e)
+    ds = PerceptionDataset(str(tmp_path), skip_invalid=True)
+    assert len(ds) == 2 and ds.skipped.counts() == {"image_too_large": 1}

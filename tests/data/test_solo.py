@@ -264,7 +264,7 @@ def test_bad_missing_image(tmp_path):
 
 def test_bad_box_outside_image(tmp_path):
     write_dataset(tmp_path)
-    edit_frame(tmp_path, lambda d: box_values(d)[0].update(origin=[30.0, 2.0]))
+    edit_frame(tmp_path, lambda d: box_values(d)[0].update(origin=[32.0, 2.0]))  # x = image width: no area inside
     e = expect_error(tmp_path, "box_outside_image")
     assert e.record == "captures[0] box 0" and e.field == "bbox"
 
@@ -326,7 +326,7 @@ def test_index_is_compact(tmp_path):
     ds = open_dataset(str(tmp_path))
     assert ds._frames == [f"sequence.{i}/step0.frame_data.json" for i in range(3)]
     assert ds._frame_of.dtype == np.int32 and ds._capture_of.dtype == np.int16
-    kept = {k: v for k, v in vars(ds).items() if k not in ("label_map", "_frames")}
+    kept = {k: v for k, v in vars(ds).items() if k not in ("label_map", "_frames", "skipped_sensors")}
     assert not any(isinstance(v, (Sample, dict, list)) for v in kept.values())
 
 
@@ -343,3 +343,102 @@ def test_bad_non_finite_or_fractional_numbers(tmp_path, field, value, kind):
     else:
         edit_frame(tmp_path, lambda d: box_values(d)[0].update(labelId=value))
     expect_error(tmp_path, kind)
+
+
+# --- issue 14: ids of any size, paths, sensors, types, overhanging boxes, unreadable files -----
+
+def test_label_ids_beyond_64_bits_read_exactly(tmp_path):
+    big = 2 ** 64 + 5
+    write_dataset(tmp_path, n=1)
+    path = tmp_path / "annotation_definitions.json"
+    doc = json.loads(path.read_text())
+    doc["annotationDefinitions"][0]["spec"].append({"label_id": big, "label_name": "huge"})
+    path.write_text(json.dumps(doc))
+    edit_frame(tmp_path, lambda d: box_values(d)[0].update(labelId=big))
+    ds = open_dataset(str(tmp_path))
+    assert ds.label_map[big] == "huge" and ds[0].labels.tolist() == [big]
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "../sequence.1/../../x.png"])
+def test_image_paths_must_stay_inside_the_dataset(tmp_path, name):
+    write_dataset(tmp_path)
+    edit_frame(tmp_path, lambda d: d["captures"][0].update(filename=name))
+    e = expect_error(tmp_path, "path_outside_dataset")
+    assert e.field == "filename" and e.record == "captures[0]" and name in str(e)
+    ok = "../sequence.1/step0.camera.png"  # a ".." that stays inside the root is fine
+    edit_frame(tmp_path, lambda d: d["captures"][0].update(filename=ok))
+    assert SoloDataset(str(tmp_path))[0].image == str(tmp_path / "sequence.1" / "step0.camera.png")
+
+
+def test_segmentation_paths_must_stay_inside_the_dataset(tmp_path):
+    write_dataset(tmp_path)
+    edit_frame(tmp_path, lambda d: d["captures"][0]["annotations"][1].update(filename="../../../etc/passwd"))
+    assert expect_error(tmp_path, "path_outside_dataset").field == "annotations[1].filename"
+
+
+def test_non_camera_captures_are_skipped_and_counted(tmp_path):
+    write_dataset(tmp_path, n=2)
+
+    def add_depth(d):
+        depth = dict(d["captures"][0], **{"@type": "type.unity.com/unity.solo.DepthCamera", "filename": "d.exr"})
+        d["captures"].append(depth)
+    edit_frame(tmp_path, add_depth)
+    ds = SoloDataset(str(tmp_path))
+    assert len(ds) == 2 and ds.skipped_sensors == {"DepthCamera": 1} and not ds.skipped
+
+
+@pytest.mark.parametrize("edit,field", [
+    (lambda v: v.update(origin=[True, 2.0]), "annotations[0].values[0].origin[0]"),
+    (lambda v: v.update(labelId=True), "annotations[0].values[0].labelId"),
+    (lambda v: v.update(origin=[1.0, 2.0, 3.0], dimension=[4.0]), "annotations[0].values[0].origin"),
+])
+def test_bools_and_wrong_lengths_are_not_numbers(tmp_path, edit, field):
+    write_dataset(tmp_path)
+    edit_frame(tmp_path, lambda d: edit(box_values(d)[0]), seq=1)  # frame 1 has 2 boxes: bulk path first
+    e = expect_error(tmp_path, "wrong_type")
+    assert e.field == field and e.file.endswith("sequence.1/step0.frame_data.json")
+
+
+def test_box_partly_outside_is_kept_as_written(tmp_path):
+    write_dataset(tmp_path, n=1)
+    edit_frame(tmp_path, lambda d: box_values(d)[0].update(origin=[30.0, 20.0], dimension=[5.0, 7.0]))
+    assert SoloDataset(str(tmp_path))[0].boxes.tolist() == [[30.0, 20.0, 5.0, 7.0]]
+
+
+@pytest.mark.parametrize("edit,kind,field", [
+    (lambda d: d["captures"][0].update(dimension=[2.0 ** 70, 24.0]), "bad_image_size", "width"),
+    (lambda d: d["captures"][0].update(dimension=[1e10, 24.0]), "bad_image_size", "width"),
+    (lambda d: box_values(d)[0].update(origin=[10 ** 400, 1]), "number_too_large",
+     "annotations[0].values[0].origin[0]"),
+])
+def test_absurd_sizes_are_clear_errors(tmp_path, edit, kind, field):
+    write_dataset(tmp_path)
+    edit_frame(tmp_path, edit)
+    e = expect_error(tmp_path, kind)
+    assert e.field == field and e.file.endswith("sequence.0/step0.frame_data.json")
+
+
+@pytest.mark.parametrize("content,kind", [
+    ("[" * 100_000 + "]" * 100_000, "malformed_json"),       # RecursionError in json
+    (b'{"frame": "\xff\xfe", "captures": []}', "malformed_json"),  # not UTF-8
+    ("folder", "unreadable_file"),                            # a folder named like a frame
+])
+def test_unreadable_frames_are_one_line_errors_and_skippable(tmp_path, content, kind):
+    write_dataset(tmp_path)
+    path = frame_file(tmp_path, 1)
+    if content == "folder":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    e = expect_error(tmp_path, kind)
+    assert e.file.endswith("sequence.1/step0.frame_data.json")
+    ds = SoloDataset(str(tmp_path), skip_invalid=True)
+    assert len(ds) == 2 and ds.skipped.counts() == {kind: 1}
+
+
+def test_folder_shaped_definitions_are_a_one_line_error(tmp_path):
+    write_dataset(tmp_path)
+    (tmp_path / "annotation_definitions.json").unlink()
+    (tmp_path / "annotation_definitions.json").mkdir()
+    assert expect_error(tmp_path, "unreadable_file").file.endswith("annotation_definitions.json")

@@ -46,3 +46,30 @@ def test_missing_and_unreadable_and_mismatched_images(tmp_path):
     wrong = Sample(image=_image(tmp_path), width=41, height=20, boxes=np.zeros((0, 4)), labels=[])
     with pytest.raises(DatasetError, match="40x20 but the annotation says 41x20"):
         TorchDetectionDataset([wrong])[0]
+
+
+def test_boxes_partly_outside_are_clipped_for_training_only(tmp_path):
+    # as torchvision's references: clamp to the image, drop boxes left without area
+    s = Sample(image=_image(tmp_path), width=40, height=20, boxes=[[30, 15, 20, 6], [-3, -2, 5, 4]],
+               labels=[1, 2], areas=[100.0, 12.0])
+    _, target = TorchDetectionDataset([s])[0]
+    assert target["boxes"].tolist() == [[30.0, 15.0, 40.0, 20.0], [0.0, 0.0, 2.0, 2.0]]
+    assert target["labels"].tolist() == [1, 2] and target["area"].tolist() == [100.0, 12.0]
+    assert s.boxes.tolist() == [[30, 15, 20, 6], [-3, -2, 5, 4]]  # the Sample keeps them as written
+
+
+def test_ids_beyond_int64_are_a_clear_error(tmp_path):
+    s = Sample(image=_image(tmp_path), width=40, height=20, boxes=[[1, 1, 2, 2]], labels=[1], image_id=2 ** 127)
+    with pytest.raises(DatasetError, match="fit int64") as err:
+        TorchDetectionDataset([s])[0]
+    assert err.value.kind == "id_too_large"
+
+
+def test_load_image_is_torch_free():
+    import subprocess
+    import sys
+
+    # issue 13 item 4: the report reads PNGs through synthgap.data.images, without importing torch
+    code = "import sys, synthgap.data.images, synthgap.data.coco, synthgap.data.solo, synthgap.data.perception, " \
+           "synthgap.report.gallery; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

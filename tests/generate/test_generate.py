@@ -107,3 +107,72 @@ def test_shard_parsing_and_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="style"):
         generate(str(tmp_path / "x"), 1, style="real", **SMALL)
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------ one writer, --force replaces (issue 14 items 2, 4, 13)
+
+def test_second_generate_into_a_folder_being_written_fails_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    from synthgap import locks
+
+    out = tmp_path / "d"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom synthgap import locks\n"
+        "with locks.lock_folder(sys.argv[1], 'synthgap generate --seed 1'):\n"
+        "    print('locked', flush=True); time.sleep(60)"), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(locks.FolderLockedError, match=f"pid {holder.pid}.*synthgap generate --seed 1"):
+            generate(str(out), 2, format="coco", seed=2, **SMALL)
+        with pytest.raises(locks.FolderLockedError):  # --force too: it would swap the folder under the writer
+            generate(str(out), 2, format="coco", seed=2, replace_out=True, **SMALL)
+        with pytest.raises(locks.FolderLockedError):  # and shards
+            generate(str(out), 2, format="solo", seed=2, shard=(0, 2), **SMALL)
+        assert not out.exists() or os.listdir(out) == []
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("format", ["solo", "coco"])
+def test_force_replaces_the_dataset_and_keeps_nothing_of_the_earlier_run(tmp_path, format):
+    out = tmp_path / "d"
+    generate(str(out), 5, format=format, seed=1, **SMALL)
+    (out / "stale-extra.txt").write_text("from before")
+    generate(str(out), 2, format=format, seed=2, replace_out=True, **SMALL)
+    ds = open_dataset(str(out))
+    assert len(ds) == 2 and not (out / "stale-extra.txt").exists()
+    fresh = tmp_path / "fresh"
+    generate(str(fresh), 2, format=format, seed=2, **SMALL)
+    assert tree_hashes(out) == tree_hashes(fresh)  # exactly the new dataset, byte for byte
+    assert sorted(os.listdir(tmp_path)) == ["d", "fresh"]  # no temporary folder, no lock file left
+
+
+def test_failed_force_run_keeps_the_old_dataset_and_the_next_run_removes_a_killed_ones_folder(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "d"
+    generate(str(out), 2, format="coco", seed=1, **SMALL)
+    before = tree_hashes(out)
+    with pytest.raises(ValueError):
+        generate(str(out), 2, format="coco", seed=1, objects_per_frame=(5, 2), replace_out=True, **SMALL)
+    assert tree_hashes(out) == before
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    (tmp_path / f".synthgap-replace-{dead}-0badf00d" / "images").mkdir(parents=True)  # as kill -9 leaves it
+    generate(str(out), 1, format="coco", seed=1, replace_out=True, **SMALL)
+    assert sorted(os.listdir(tmp_path)) == ["d"] and len(open_dataset(str(out))) == 1
+
+
+def test_shards_of_another_plan_are_refused_in_one_folder(tmp_path):
+    out = str(tmp_path / "same")
+    generate(out, 4, format="solo", seed=7, shard=(0, 2), **SMALL)
+    with pytest.raises(ValueError, match="another generate plan"):
+        generate(out, 4, format="solo", seed=8, shard=(1, 2), **SMALL)
+    with pytest.raises(ValueError, match="another generate plan"):
+        generate(out, 4, format="solo", seed=7, shard=(1, 3), **SMALL)
+    generate(out, 4, format="solo", seed=7, shard=(1, 2), **SMALL)
+    assert len(open_dataset(out)) == 4

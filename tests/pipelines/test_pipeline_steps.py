@@ -18,7 +18,8 @@ def test_train_args_follow_the_cli_flags():
                             tb_log_dir="tb", checkpoint_file="gs://b/FasterRCNN.estimator",
                             overrides=["train.epochs=1", "train.batch_size=2"], num_gpus=0)
     assert args == ["train", "--config", "real", "--train-data", "/data/d", "--val-data", "/data/v",
-                    "--checkpoint-dir", "ck", "--tb-log-dir", "tb", "--checkpoint-file", "gs://b/FasterRCNN.estimator",
+                    "--checkpoint-dir", "ck", "--tb-log-dir", "tb", "--output", "ck/summary.json",
+                    "--checkpoint-file", "gs://b/FasterRCNN.estimator",
                     "--override", "train.epochs=1", "--override", "train.batch_size=2", "--no-cuda"]
     gpu = steps.train_args(config="real", train_data="d", val_data="v", checkpoint_dir="ck", tb_log_dir="tb",
                            num_gpus=1)
@@ -90,3 +91,45 @@ def test_select_split_writes_a_coco_view_of_one_split(tmp_path):
     assert len(train_set) == 3 and len(test_set) == 1
     assert test_set[0].image == str(root / "images" / "IMG_4.JPG")
     assert test_set[0].boxes.tolist() == [[2, 3, 10, 8]] and train_set.label_map == {1: "soup"}
+
+
+def _evaluation_folder(tmp_path):
+    """What `synthgap evaluate --output` writes, made with the real metrics code on tiny samples."""
+    from shapes import LABEL_MAP, make_samples
+    from synthgap import metrics
+
+    (tmp_path / "img").mkdir()
+    samples = make_samples(tmp_path / "img", 3, seed=2)
+    dets = [{"image_id": s.image_id, "category_id": int(label), "bbox": [x + 1, y, w, h], "score": 0.8}
+            for s in samples for (x, y, w, h), label in zip(s.boxes.tolist(), s.labels.tolist())]
+    out = tmp_path / "eval"
+    out.mkdir()
+    for protocol in ("coco", "unity"):
+        result = metrics.evaluate(samples, dets, protocol, label_map=LABEL_MAP)
+        (out / f"metrics_{protocol}.json").write_text(json.dumps(result.to_dict()))
+        (out / f"per_class_{protocol}.txt").write_text(result.table() + "\n")
+    return out
+
+
+def test_evaluation_metrics_and_markdown_for_the_kfp_ui(tmp_path):
+    out = _evaluation_folder(tmp_path)
+    values = steps.evaluation_metrics(str(out))
+    coco = json.loads((out / "metrics_coco.json").read_text())["stats"]
+    unity = json.loads((out / "metrics_unity.json").read_text())["stats"]
+    assert len(coco) == 12
+    assert values == {**{f"coco_{k}": v for k, v in coco.items()}, **{f"unity_{k}": v for k, v in unity.items()}}
+    text = steps.evaluation_markdown(str(out), "ck/FasterRCNN.best.estimator", "/data/test")
+    assert "## coco" in text and "## unity" in text and "`ck/FasterRCNN.best.estimator`" in text
+    assert "| " + " | ".join(coco) + " |" in text
+    assert (out / "per_class_coco.txt").read_text().strip() in text
+
+
+def test_training_metrics_read_the_summary(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps(
+        {"epochs": 2, "steps": 6, "best_ap": 0.25, "images_per_s": 3.5, "loss": {"loss": 1.0},
+         "metrics": {"AP": 0.2, "AP50": 0.4, "APs": -1.0}}))
+    assert steps.training_metrics(str(tmp_path)) == {"val_AP": 0.2, "val_AP50": 0.4, "val_APs": -1.0,
+                                                     "best_val_AP": 0.25, "epochs": 2.0, "steps": 6.0,
+                                                     "images_per_s": 3.5}
+    (tmp_path / "summary.json").write_text(json.dumps({"epochs": 1, "steps": 1, "best_ap": None, "metrics": {}}))
+    assert steps.training_metrics(str(tmp_path)) == {"epochs": 1.0, "steps": 1.0}

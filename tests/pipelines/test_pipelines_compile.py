@@ -1,5 +1,6 @@
-"""The compiled pipelines: committed YAML is up to date, and carries the seed's parameters and the
-cluster wiring (PVC from volume_size, GPUs from num_gpus, image from docker)."""
+"""The compiled pipelines: committed YAML is up to date, and carries datasetinsights' parameters and the
+cluster wiring (PVC from volume_size, constant GPU limits, /dev/shm, image from docker), and what the KFP
+UI shows (Metrics, Markdown and HTML outputs)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ pytest.importorskip("kfp.kubernetes", reason="kfp-kubernetes is in the pipelines
 from click.testing import CliRunner  # noqa: E402
 
 from synthgap.cli import main  # noqa: E402
-from synthgap.pipelines import DATA_PATH, DEFAULT_IMAGE, PIPELINE_NAMES  # noqa: E402
+from synthgap.pipelines import DATA_PATH, DEFAULT_GPUS, DEFAULT_IMAGE, PIPELINE_NAMES, SHM_SIZE  # noqa: E402
 from synthgap.pipelines.compile import compile_pipeline  # noqa: E402
 
 COMPILED = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
-SEED_PARAMETERS = {"docker", "config", "tb_log_dir", "volume_size", "num_gpus"}
+SEED_PARAMETERS = {"docker", "config", "tb_log_dir", "volume_size"}
+TRAINERS = {"exec-train", "exec-evaluate"}  # the steps that get GPUs, memory and /dev/shm
 
 
 def _normalise(text: str) -> str:
@@ -65,8 +67,10 @@ def test_seed_parameters_and_defaults(compiled, name):
         assert {"checkpoint_dir", "num_workers"} <= set(params)
     if name in ("train_on_synthetic_and_real_dataset", "evaluate_the_model"):
         assert params["checkpoint_file"]["defaultValue"].endswith(".estimator")
-    if name in ("train_on_synthdet_sample", "train_on_real_world_dataset", "evaluate_the_model"):
+    if name in ("train_on_synthdet_sample", "train_on_real_world_dataset", "evaluate_the_model",
+                "train_and_evaluate_combined"):
         assert params["source_uri"]["defaultValue"].startswith("https://")
+    assert "num_gpus" not in params  # a run-time GPU count is what KFP v2 backends fail to apply
 
 
 @pytest.mark.parametrize("name", PIPELINE_NAMES)
@@ -89,11 +93,66 @@ def test_cluster_wiring(compiled, name):
         assert container["image"] == "{{$.inputs.parameters['pipelinechannel--docker']}}", label
         assert mounts[label]["pvcMount"][0]["mountPath"] == DATA_PATH, label
         assert "pip install" not in " ".join(container["command"]), label
-    trainer = "exec-evaluate" if name == "evaluate_the_model" else "exec-train"
-    resources = executors[trainer]["container"]["resources"]
-    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert resources["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--num_gpus']}}"
-    assert resources["resourceMemoryLimit"] == "{{$.inputs.parameters['pipelinechannel--memory_limit']}}"
+    gpus = str(DEFAULT_GPUS[name])
+    trainers = TRAINERS & set(executors)
+    assert trainers == ({"exec-evaluate"} if name == "evaluate_the_model" else
+                        TRAINERS if name == "train_and_evaluate_combined" else {"exec-train"})
+    for label in trainers:
+        resources = executors[label]["container"]["resources"]
+        # a constant, in the fields old (type/count) and new (resourceType/resourceCount) drivers read
+        assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": gpus,
+                                            "resourceType": "nvidia.com/gpu", "resourceCount": gpus}
+        assert resources["resourceMemoryLimit"] == "{{$.inputs.parameters['pipelinechannel--memory_limit']}}"
+        assert mounts[label]["emptyDirMounts"] == [{"medium": "Memory", "mountPath": "/dev/shm",
+                                                    "sizeLimit": SHM_SIZE, "volumeName": "dshm"}]
+        # the step passes the same count to the CLI (torchrun processes, --no-cuda at 0)
+        task = _task_of(spec, label)
+        assert task["inputs"]["parameters"]["num_gpus"]["runtimeValue"]["constant"] == int(gpus)
+
+
+def _task_of(spec: dict, executor: str) -> dict:
+    """The DAG task whose component runs ``executor``."""
+    components = {k for k, c in spec["components"].items() if c.get("executorLabel") == executor}
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    (task,) = [t for dag in dags for t in dag["tasks"].values() if t["componentRef"]["name"] in components]
+    return task
+
+
+@pytest.mark.parametrize("name", PIPELINE_NAMES)
+def test_steps_show_metrics_and_reports_in_the_ui(compiled, name):
+    spec = _docs(compiled[name])[0]
+    artifacts = {k: {a: v["artifactType"]["schemaTitle"] for a, v in c["outputDefinitions"].get("artifacts", {}).items()}
+                 for k, c in spec["components"].items() if "outputDefinitions" in c}
+    if name != "evaluate_the_model":
+        assert artifacts["comp-train"] == {"metrics": "system.Metrics"}
+        assert artifacts["comp-train-pytorchjob"] == {"metrics": "system.Metrics"}
+    if name in ("evaluate_the_model", "train_and_evaluate_combined"):
+        assert artifacts["comp-evaluate"] == {"metrics": "system.Metrics", "summary": "system.Markdown",
+                                              "report": "system.HTML"}
+
+
+def test_gpus_are_set_when_compiling():
+    four = _docs(compile_pipeline("evaluate_the_model", gpus=4))[0]
+    resources = four["deploymentSpec"]["executors"]["exec-evaluate"]["container"]["resources"]
+    assert resources["accelerator"]["count"] == resources["accelerator"]["resourceCount"] == "4"
+    cpu = compile_pipeline("train_on_real_world_dataset", gpus=0)
+    assert "accelerator" not in cpu and "nvidia.com/gpu" not in cpu
+    assert _task_of(_docs(cpu)[0], "exec-train")["inputs"]["parameters"]["num_gpus"]["runtimeValue"]["constant"] == 0
+    result = CliRunner().invoke(main, ["pipelines", "compile", "--out", "unused", "--gpus", "-1"])
+    assert result.exit_code == 2
+
+
+def test_combined_pipeline_evaluates_what_it_trained(compiled):
+    spec = _docs(compiled["train_and_evaluate_combined"])[0]
+    tasks = spec["root"]["dag"]["tasks"]
+    evaluate = tasks["evaluate"]
+    checkpoint = evaluate["inputs"]["parameters"]["checkpoint_file"]["taskOutputParameter"]
+    assert checkpoint["producerTask"] == "condition-branches-1"  # the OneOf of the single-pod / PyTorchJob train
+    assert evaluate["inputs"]["parameters"]["test_data"]["taskOutputParameter"]["producerTask"] == "select-split-3"
+    assert "deletepvc" in tasks and "evaluate" in tasks["deletepvc"]["dependentTasks"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert (params["train_split"]["defaultValue"], params["val_split"]["defaultValue"],
+            params["test_split"]["defaultValue"]) == ("train", "val", "test")
 
 
 def test_generate_and_train_fans_out_over_shards(compiled):

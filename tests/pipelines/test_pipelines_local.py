@@ -58,7 +58,7 @@ def test_generate_train_evaluate(tmp_path: Path, http_root):
 
     run = build("generate_and_train", local=True)(
         config="cpu_small", frames=8, val_frames=4, num_shards=2, seed=3, val_seed=4, width=160, height=120,
-        num_gpus=0, overrides=TRAIN_OVERRIDES, data_dir=str(data), tb_log_dir=str(tmp_path / "tb"),
+        overrides=TRAIN_OVERRIDES, data_dir=str(data), tb_log_dir=str(tmp_path / "tb"),
         checkpoint_dir=str(tmp_path / "checkpoints"))
 
     # the two shards made one 8-frame dataset
@@ -80,7 +80,7 @@ def test_generate_train_evaluate(tmp_path: Path, http_root):
     shutil.make_archive(str(www / "test"), "zip", root_dir=data, base_dir="synthetic-val")
     out = tmp_path / "evaluation"
     result = build("evaluate_the_model", local=True)(
-        source_uri=f"{url}/test.zip", split="", config="cpu_small", checkpoint_file=str(checkpoint), num_gpus=0,
+        source_uri=f"{url}/test.zip", split="", config="cpu_small", checkpoint_file=str(checkpoint),
         overrides=SMALL_IMAGES, data_dir=str(tmp_path / "test-data"), tb_log_dir=str(tmp_path / "tb-eval"),
         output=str(out))
 
@@ -93,4 +93,51 @@ def test_generate_train_evaluate(tmp_path: Path, http_root):
     predictions = json.loads((out / "predictions.json").read_text())
     assert isinstance(predictions, (list, dict))
     assert list((tmp_path / "tb-eval").rglob("events.out.tfevents.*"))
+    _check_ui_outputs(tmp_path / "kfp", out)
     shutil.rmtree(tmp_path / "checkpoints")  # 3 x 230 MB: do not leave them to pytest's tmp retention
+
+
+def _executor_outputs(pipeline_root: Path, task: str) -> list[dict]:
+    """executor_output.json of every run of ``task`` under kfp.local's pipeline root (newest last)."""
+    files = sorted(pipeline_root.rglob(f"{task}/executor_output.json"), key=lambda p: p.stat().st_mtime)
+    return [json.loads(p.read_text()) for p in files]
+
+
+def _check_ui_outputs(pipeline_root: Path, out: Path) -> None:
+    """The evaluate step's Metrics (12 COCO + unity stats), Markdown summary and HTML report, as KFP records them."""
+    (record,) = _executor_outputs(pipeline_root, "evaluate")[-1:]
+    artifacts = record["artifacts"]
+    metrics = artifacts["metrics"]["artifacts"][0]["metadata"]
+    coco = json.loads((out / "metrics_coco.json").read_text())["stats"]
+    assert {k[len("coco_"):]: v for k, v in metrics.items() if k.startswith("coco_")} == pytest.approx(coco)
+    assert any(k.startswith("unity_") for k in metrics)
+    summary = Path(artifacts["summary"]["artifacts"][0]["uri"])
+    assert "## coco" in summary.read_text()
+    report = Path(artifacts["report"]["artifacts"][0]["uri"]).read_text()
+    assert report.lstrip().lower().startswith("<!doctype html") and "</html>" in report
+
+
+def test_train_and_evaluate_combined(tmp_path: Path, http_root):
+    """datasetinsights' combined pipeline: one UnityGroceries-Real download, train on train/val, evaluate on test."""
+    from data.test_groceries_real import make_groceries
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
+    www, url = http_root
+    make_groceries(tmp_path / "groceries", n=5, sizes=[(64, 48)] * 5)
+    shutil.make_archive(str(www / "groceries"), "zip", root_dir=tmp_path, base_dir="groceries")
+    out = tmp_path / "evaluation"
+    result = build("train_and_evaluate_combined", local=True)(
+        source_uri=f"{url}/groceries.zip", config="cpu_small", data_dir=str(tmp_path / "data"),
+        overrides=["train.epochs=1", "train.batch_size=2", "train.max_steps_per_epoch=1", "train.tb_images=0",
+                   "model.min_size=48", "model.max_size=64", "eval.batch_size=4"],
+        tb_log_dir=str(tmp_path / "tb"), checkpoint_dir=str(tmp_path / "checkpoints"), output=str(out))
+    assert result.output == str(out)
+    # trained on the 3 train images, validated on the 1 val image, evaluated on the 1 test image
+    assert len(open_dataset(str(tmp_path / "data" / "splits" / "train"))) == 3
+    predictions = json.loads((out / "predictions.json").read_text())
+    test_ids = {s.image_id for s in open_dataset(str(tmp_path / "data" / "splits" / "test"))}
+    assert {d["image_id"] for d in predictions} <= test_ids
+    summary = _executor_outputs(tmp_path / "kfp", "train")[-1]["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert summary["epochs"] == 1 and "val_AP" in summary
+    _check_ui_outputs(tmp_path / "kfp", out)
+    shutil.rmtree(tmp_path / "checkpoints")

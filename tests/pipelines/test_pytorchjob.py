@@ -16,7 +16,7 @@ ARGS = train_args(config="synthetic", train_data="/data/train", val_data="/data/
 def test_master_and_workers_share_one_command_and_the_volume():
     m = pytorchjob.pytorchjob_manifest(name="synthgap-train-ab12", image="synthgap/synthgap:0.1.0", train_args=ARGS,
                                        num_workers=3, gpus_per_worker=2, pvc_name="run-1-synthgap-data",
-                                       namespace="team", memory_limit="64Gi")
+                                       namespace="team", memory_limit="64Gi", shm_size="16Gi")
     assert (m["apiVersion"], m["kind"]) == ("kubeflow.org/v1", "PyTorchJob")
     assert m["metadata"] == {"name": "synthgap-train-ab12", "namespace": "team",
                              "labels": {"app.kubernetes.io/name": "synthgap"}}
@@ -32,8 +32,11 @@ def test_master_and_workers_share_one_command_and_the_volume():
         assert container["command"][:4] == ["torchrun", "-m", "synthgap", "train"]
         assert container["command"][4:] == ARGS and "--no-cuda" not in ARGS
         assert container["resources"]["limits"] == {"nvidia.com/gpu": 2, "memory": "64Gi"}
-        assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
-        assert pod["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "run-1-synthgap-data"}}]
+        assert container["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"},
+                                             {"name": "data", "mountPath": "/data"}]
+        # DataLoader workers need more shared memory than a pod's default 64 MB /dev/shm
+        assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}},
+                                  {"name": "data", "persistentVolumeClaim": {"claimName": "run-1-synthgap-data"}}]
     # the two replica specs are independent copies (editing one must not edit the other)
     replicas["Master"]["template"]["spec"]["containers"][0]["image"] = "x"
     assert replicas["Worker"]["template"]["spec"]["containers"][0]["image"] == "synthgap/synthgap:0.1.0"
@@ -44,7 +47,8 @@ def test_cpu_single_worker_job_has_no_gpu_limit_and_no_worker_replicas():
     assert list(m["spec"]["pytorchReplicaSpecs"]) == ["Master"]
     assert m["spec"]["nprocPerNode"] == "1"
     container = m["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
-    assert "resources" not in container and "volumeMounts" not in container
+    assert "resources" not in container
+    assert container["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
     assert "namespace" not in m["metadata"]
 
 

@@ -55,7 +55,8 @@ def page(runs, stats_json):
 
 
 N_STATS_PLOTS = 7  # class counts, heatmap, 5 histograms (the generator's data has visible pixels)
-N_IMAGES = 3 + 2 * 2 + N_STATS_PLOTS  # PR, per-class AP, training curves; 2 gallery images x 2 runs; data plots
+N_IMAGES = 5 + 2 * 2 + N_STATS_PLOTS  # PR, per-class AP, error breakdown, AP by attribute, training curves;
+# 2 gallery images x 2 runs; data plots
 
 
 def _data_uris(text: str) -> list[str]:
@@ -168,3 +169,49 @@ def test_report_in_headless_chromium(page, tmp_path):
         assert (gray < 128).mean() > 0.01  # text and plots drawn
     if os.environ.get("SYNTHGAP_REPORT_SCREENSHOT"):  # keep it for a human to look at
         shutil.copy(shot, os.environ["SYNTHGAP_REPORT_SCREENSHOT"])
+
+
+HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">$\\alpha_{1}$ & "q"'
+
+
+def test_hostile_names_and_stats_values_render_as_text_in_chromium(runs, stats_json, tmp_path):
+    """issue 14 items 11-12: every value from a run name or a stats.json reaches the page escaped, and a
+    name with $ is drawn literally in the figures (no mathtext error, no math)."""
+    root, _, good, bad = runs
+    doc = json.load(open(stats_json))
+    name0 = next(iter(doc["datasets"]))
+    doc["datasets"][name0]["images"] = HOSTILE  # the field of the issue's reproduction
+    for d in doc["datasets"].values():  # a class named with markup and $: drawn in the class-count plot
+        d["class_counts"]["<b id='bold'>$\\nope{1}$</b>"] = d["class_counts"].pop(next(iter(d["class_counts"])))
+    doc["datasets"]["$x$ " + HOSTILE] = doc["datasets"].pop(name0)
+    doc["reference"] = "$x$ " + HOSTILE
+    stats = tmp_path / "stats.json"
+    stats.write_text(json.dumps(doc))
+    out = str(tmp_path / "hostile.html")
+    build_report([good, bad], out, names=[HOSTILE, "$5 and $6"], title=HOSTILE, gallery_images=1, stats=str(stats))
+    text = open(out).read()
+    assert "<script" not in text and "onerror=" not in text.replace("onerror=&quot;", "")
+    load = load_page("file://" + out, str(tmp_path), expressions={
+        "pwned": "window.pwned === undefined ? 0 : window.pwned",
+        "scripts": "document.scripts.length",
+        "bold": "document.getElementById('bold') === null",
+        "rows": "Array.from(document.querySelectorAll('#metrics tr.run-row')).map(r => r.dataset.run)",
+        "title": "document.title",
+        "body": "document.body.innerText.includes(" + json.dumps(HOSTILE) + ")",
+    })
+    assert load.errors == [], load.errors
+    v = load.values
+    assert v["pwned"] == 0 and v["scripts"] == 0 and v["bold"] is True
+    assert v["rows"] == [HOSTILE, "$5 and $6"] and v["title"] == HOSTILE and v["body"] is True
+
+
+def test_dollar_names_are_drawn_literally_not_as_mathtext():
+    """issue 14 item 12: "$\\nope{1}$" crashed matplotlib's mathtext parser; "$5 and $6" rendered as math."""
+    import matplotlib
+
+    from synthgap.stats import plots
+
+    s = {"name": "run $5 and $6", "objects": 3, "class_counts": {"$\\nope{1}$": 2, "x": 1}}
+    png = plots.class_counts_png([s])
+    assert png.startswith(b"\x89PNG")
+    assert matplotlib.rcParams["text.parse_math"] is False and matplotlib.rcParams["text.usetex"] is False

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
-import sys
 from typing import Any
 
 import click
@@ -20,136 +18,26 @@ MAX_LISTED_PROBLEMS = 20
 
 
 def _open(path: str, format: str | None, split: str | None, image_root: str | None, skip_invalid: bool):
-    """open_dataset with the options that apply to the format; DatasetError/ValueError become click errors."""
+    """open_dataset with the options that apply to the format."""
     from synthgap import storage
-    from synthgap.data import DatasetError, detect_format, open_dataset
+    from synthgap.data import detect_format, open_dataset
 
     if not storage.exists(path):
         raise click.ClickException(f"{path}: no such file or folder")
+    fmt = format or detect_format(path)
+    options: dict[str, Any] = {}
+    if split is not None:
+        if fmt != "groceries-real":
+            raise click.UsageError(f"--split applies to groceries-real datasets, not {fmt}")
+        options["split"] = split
+    if image_root is not None:
+        if fmt != "coco":
+            raise click.UsageError(f"--image-root applies to coco datasets, not {fmt}")
+        options["image_root"] = image_root
     try:
-        fmt = format or detect_format(path)
-        options: dict[str, Any] = {}
-        if split is not None:
-            if fmt != "groceries-real":
-                raise click.UsageError(f"--split applies to groceries-real datasets, not {fmt}")
-            options["split"] = split
-        if image_root is not None:
-            if fmt != "coco":
-                raise click.UsageError(f"--image-root applies to coco datasets, not {fmt}")
-            options["image_root"] = image_root
         return open_dataset(path, fmt, skip_invalid=skip_invalid, **options)
-    except (DatasetError, ValueError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
-
-
-def _progress(iterable, total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="img", file=sys.stderr, disable=None, leave=False)
-
-
-def _iter_samples(ds, report, desc: str):
-    """Yield the dataset's samples; a record that fails while read is added to ``report`` (then skipped)
-    when ``report`` is given, else raised as a click error."""
-    from synthgap.data import DatasetError
-
-    for i in _progress(range(len(ds)), len(ds), desc):
-        try:
-            yield ds[i]
-        except DatasetError as e:
-            if report is None:
-                raise click.ClickException(str(e)) from None
-            report.add(e)
-
-
-def _missing_images(samples_images: list[tuple[int, str]]) -> list:
-    """DatasetErrors for image files that do not exist: one listing per folder, not one stat per file."""
-    from synthgap import storage
-    from synthgap.data import DatasetError
-
-    by_folder: dict[str, list[tuple[int, str]]] = {}
-    for image_id, uri in samples_images:
-        folder = os.path.dirname(uri) if storage.is_local(uri) else posixpath.dirname(uri)
-        by_folder.setdefault(folder, []).append((image_id, uri))
-    errors = []
-    for folder, items in by_folder.items():
-        try:
-            present = set(storage.listdir(folder or "."))
-        except (FileNotFoundError, NotADirectoryError):
-            present = set()
-        for image_id, uri in items:
-            base = os.path.basename(uri) if storage.is_local(uri) else posixpath.basename(uri)
-            if base not in present:
-                errors.append(DatasetError("image file not found", file=uri, record=f"image_id {image_id}",
-                                           field="file_name", kind="missing_image"))
-    return errors
-
-
-def _summary(values) -> dict[str, float]:
-    import numpy as np
-
-    if len(values) == 0:
-        return {}
-    return {"min": float(np.min(values)), "median": float(np.median(values)), "mean": float(np.mean(values)),
-            "max": float(np.max(values))}
-
-
-def dataset_info(ds, problems: list) -> dict:
-    """The `info` report of an opened dataset (problems found while scanning are appended to ``problems``)."""
-    import numpy as np
-
-    from synthgap.data import DatasetError, SkipReport
-
-    report = SkipReport()
-    counts: dict[int, int] = {}
-    sizes, areas, images = [], [], []
-    n_images = n_empty = 0
-    for s in _iter_samples(ds, report, "scanning"):
-        n_images += 1
-        images.append((s.image_id, s.image))
-        if len(s) == 0:
-            n_empty += 1
-            continue
-        labels, n = np.unique(s.labels, return_counts=True)
-        for lab, k in zip(labels.tolist(), n.tolist()):
-            counts[lab] = counts.get(lab, 0) + k
-        sizes.append(s.boxes[:, 2:])
-        areas.append(s.box_areas)
-    problems.extend(report.errors)
-    problems.extend(_missing_images(images))
-    if n_images == 0:
-        problems.append(DatasetError("the dataset has no usable images", file=str(ds.root), kind="empty_dataset"))
-    wh = np.concatenate(sizes) if sizes else np.zeros((0, 2))
-    area = np.concatenate(areas) if areas else np.zeros(0)
-    names = dict(ds.label_map)
-    classes = [{"name": names.get(k, f"<unknown {k}>"), "id": int(k), "count": counts.get(k, 0)}
-               for k in sorted(set(names) | set(counts))]
-    return {
-        "path": str(ds.root),
-        "format": ds.format,
-        "split": getattr(ds, "split", None),
-        "images": n_images,
-        "boxes": int(len(wh)),
-        "classes": classes,
-        "images_without_boxes": n_empty,
-        "box_size_px": {"width": _summary(wh[:, 0]), "height": _summary(wh[:, 1]), "area": _summary(area),
-                        # COCO's size buckets: small < 32^2 <= medium < 96^2 <= large (area in pixels^2)
-                        "coco_small": int((area < 32 ** 2).sum()),
-                        "coco_medium": int(((area >= 32 ** 2) & (area < 96 ** 2)).sum()),
-                        "coco_large": int((area >= 96 ** 2).sum())},
-    }
-
-
-def _problem_dict(e) -> dict:
-    return {"kind": e.kind, "file": e.file, "record": None if e.record is None else str(e.record),
-            "field": e.field, "message": e.message}
-
-
-def _problem_counts(problems) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for e in problems:
-        out[e.kind] = out.get(e.kind, 0) + 1
-    return dict(sorted(out.items()))
 
 
 def _print_problems(problems, limit: int = MAX_LISTED_PROBLEMS) -> None:
@@ -171,18 +59,22 @@ def _fmt_summary(d: dict) -> str:
 @click.option("--skip-invalid", is_flag=True, default=False,
               help="Report invalid records but exit 0 (default: exit 1 when any problem is found).")
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print the report as JSON instead of text.")
-def info(path, format, split, image_root, skip_invalid, as_json):
+@click.option("--decode", is_flag=True, default=False,
+              help="Decode every image file completely and report those that do not decode (0 bytes, truncated, "
+                   "not an image) or whose size differs from the annotation. Slow: every pixel of every image is decoded. "
+                   "Default: only check that image files exist.")
+def info(path, format, split, image_root, skip_invalid, as_json, decode):
     """Summarise the dataset at PATH (local path or URI) and list every problem found in it.
 
     Reports the format, number of images and boxes, classes with their box counts, images without
     boxes, box sizes (pixels) and each invalid record with its file, record and field. Every record
-    is scanned; exits 1 when a problem is found unless --skip-invalid is given.
+    is scanned; exits 1 when a problem is found unless --skip-invalid is given. Warnings (boxes that
+    run past the image edge: kept as written, clipped for training) and captures of sensors that are
+    not RGB cameras (left out) are listed but are not problems.
     """
-    ds = _open(path, format, split, image_root, skip_invalid=True)
-    problems = list(ds.skipped.errors)
-    report = dataset_info(ds, problems)
-    report["problems"] = [_problem_dict(e) for e in problems]
-    report["problem_counts"] = _problem_counts(problems)
+    from synthgap.data.info import dataset_info
+
+    report, problems = dataset_info(_open(path, format, split, image_root, skip_invalid=True), decode=decode)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -200,12 +92,19 @@ def info(path, format, split, image_root, skip_invalid, as_json):
         click.echo(f"  height: {_fmt_summary(b['height'])}")
         click.echo(f"  area:   {_fmt_summary(b['area'])}  (COCO small/medium/large: "
                    f"{b['coco_small']}/{b['coco_medium']}/{b['coco_large']})")
+        if report["skipped_sensors"]:
+            parts = ", ".join(f"{n} {k}" for k, n in report["skipped_sensors"].items())
+            click.echo(f"skipped captures: {parts} (sensors that are not RGB cameras)")
+        overhanging = report["warnings"]["boxes_partly_outside_image"]
+        if overhanging:
+            click.echo(f"warnings: {overhanging} boxes run past the image edge (kept as written; clipped for "
+                       "training)")
         if problems:
             parts = ", ".join(f"{n} {k}" for k, n in report["problem_counts"].items())
             click.echo(f"problems: {len(problems)} ({parts})")
             _print_problems(problems)
         else:
-            click.echo("problems: none")
+            click.echo("problems: none" + ("" if decode else " (image files exist; --decode decodes them)"))
     if problems and not skip_invalid:
         click.get_current_context().exit(1)
 
@@ -213,43 +112,122 @@ def info(path, format, split, image_root, skip_invalid, as_json):
 @click.command()
 @click.argument("src")
 @click.argument("dst")
-@click.option("--to", "to", type=click.Choice(["coco"]), default="coco", show_default=True,
-              help="Output format (only COCO instances JSON is written).")
+@click.option("--to", "to", type=click.Choice(["coco", "yolo", "fiftyone"]), default="coco", show_default=True,
+              help="coco: COCO instances JSON. yolo: Ultralytics' layout (images/, labels/ with normalised "
+                   "class cx cy w h, data.yaml). fiftyone: FiftyOne's COCODetectionDataset layout (data/, "
+                   "labels.json) plus --predictions as predictions.json.")
+@click.option("--subset", default="train", show_default=True,
+              help="yolo only: the subset written (images/SUBSET, labels/SUBSET, its key in data.yaml); "
+                   "convert train, val and test into one DST one after the other.")
+@click.option("--predictions", default=None,
+              help="fiftyone only: a run's predictions.json (COCO results, from `synthgap evaluate`) on SRC.")
 @click.option("--from", "format", type=click.Choice(list(READERS)), default=None, help=FORMAT_HELP)
 @click.option("--split", default=None, help=SPLIT_HELP)
 @click.option("--image-root", default=None, help=IMAGE_ROOT_HELP)
 @click.option("--copy-images", is_flag=True, default=False,
-              help="Copy image files into DST/images/ and reference them relatively (default: reference the "
-                   "source images by absolute path/URI).")
+              help="Copy image files into DST/images/ and reference them relatively; only files that decode as "
+                   "images are copied (default: reference the source images by absolute path/URI).")
 @click.option("--skip-invalid", is_flag=True, default=False,
               help="Leave invalid records out and report how many and why (default: stop at the first one).")
-def convert(src, dst, to, format, split, image_root, copy_images, skip_invalid):
-    """Convert the dataset at SRC to COCO at DST.
+def convert(src, dst, to, subset, predictions, format, split, image_root, copy_images, skip_invalid):
+    """Convert the dataset at SRC to COCO (or YOLO, or a FiftyOne export of a run) at DST.
 
-    DST is a .json file path or a folder (the JSON is then DST/annotations.json). Boxes are copied
+    COCO: DST is a .json file path or a folder (the JSON is then DST/annotations.json). Boxes are copied
     exactly (xywh pixels); categories come from the source's label map; annotation ids are 1..N.
+    YOLO: DST is a folder; images are copied, boxes clipped to the image and normalised, classes
+    numbered 0..N-1 in label id order. FiftyOne: DST is a folder; docs/training.md shows the loader.
     """
+    if (predictions is not None) != (to == "fiftyone"):
+        raise click.UsageError("--predictions goes with --to fiftyone (and --to fiftyone needs it)")
+    from synthgap import locks, storage
+    from synthgap.data.coco import DEFAULT_JSON_NAME
+
+    out_json = dst if dst.lower().endswith(".json") else storage.join(dst, DEFAULT_JSON_NAME)
+    source = storage.absolute(src)  # with --copy-images, a JSON's images beside it could be overwritten
+    source_folder = source.rsplit("/" if "://" in source else os.sep, 1)[0] \
+        if copy_images and storage.isfile(src) else source
+    if storage.is_within(dst, source_folder) or storage.is_within(out_json, source):
+        raise click.UsageError(f"DST {dst} is, or is inside, SRC {src}: convert never writes into its source "
+                               "(it would replace the annotations and images it reads); choose another DST")
+    if to != "coco":
+        _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid)
+        return
     from synthgap.data import DatasetError, SkipReport
     from synthgap.data.coco import CocoWriter
+    from synthgap.data.info import iter_samples, problem_counts
 
+    with locks.lock_folder(dst, "synthgap convert"):  # one writer of DST at a time
+        locks.remove_stale_temps(os.path.dirname(storage.absolute(out_json)))  # a killed convert's .tmp file
+        ds = _open(src, format, split, image_root, skip_invalid=skip_invalid)
+        report = SkipReport() if skip_invalid else None
+        n_boxes = 0
+        try:
+            with CocoWriter(dst, ds.label_map, copy_images=copy_images) as writer:
+                for sample in iter_samples(ds, report, "converting"):
+                    try:
+                        writer.add(sample)  # with --copy-images: only files that decode as images are copied
+                    except DatasetError as e:
+                        if report is None:
+                            raise
+                        report.add(e)
+                        continue
+                    n_boxes += len(sample)
+                if len(writer) == 0:  # raising here leaves no file behind
+                    raise click.ClickException(f"nothing to convert: no usable images in {src}")
+        except OSError as e:  # cannot write DST or copy an image
+            raise click.ClickException(str(e)) from None
+        skipped = list(ds.skipped.errors) + (report.errors if report else [])
+        click.echo(f"wrote {len(writer)} images, {n_boxes} boxes, {len(ds.label_map)} classes "
+                   f"({ds.format} -> coco) to {writer.json_path}")
+        if skipped:
+            parts = ", ".join(f"{n} {k}" for k, n in problem_counts(skipped).items())
+            click.echo(f"skipped {len(skipped)} invalid records ({parts}):")
+            _print_problems(skipped)
+        else:
+            click.echo("skipped 0 records")
+
+
+def _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid) -> None:
+    """`convert --to yolo` and `convert --to fiftyone` (both copy the images into DST)."""
+    from synthgap import storage
+    from synthgap.data import SkipReport
+    from synthgap.data.info import iter_samples, problem_counts
+
+    if to == "yolo" and (not subset or "/" in subset or "\\" in subset or subset in (".", "..")):
+        raise click.BadParameter(f"a plain folder name (train, val, test), got {subset!r}", param_hint="--subset")
+    if storage.is_within(dst, storage.absolute(src)):
+        raise click.UsageError(f"DST {dst} is, or is inside, SRC {src}: choose another DST")
     ds = _open(src, format, split, image_root, skip_invalid=skip_invalid)
     report = SkipReport() if skip_invalid else None
-    n_boxes = 0
     try:
-        with CocoWriter(dst, ds.label_map, copy_images=copy_images) as writer:
-            for sample in _iter_samples(ds, report, "converting"):
-                writer.add(sample)
-                n_boxes += len(sample)
-            if len(writer) == 0:  # raising here leaves no file behind
-                raise click.ClickException(f"nothing to convert: no usable images in {src}")
-    except (DatasetError, ValueError, OSError) as e:
+        if to == "yolo":
+            from synthgap.data.yolo import YoloWriter
+
+            with YoloWriter(dst, ds.label_map, subset=subset) as writer:
+                for sample in iter_samples(ds, report, "converting"):
+                    writer.add(sample)
+                if len(writer) == 0:
+                    raise click.ClickException(f"nothing to convert: no usable images in {src}")
+            click.echo(f"wrote {writer.images} images, {writer.boxes} boxes, {len(ds.label_map)} classes "
+                       f"({ds.format} -> yolo, subset {subset}) to {dst}; data.yaml: {writer.yaml_path}")
+            if writer.dropped:
+                click.echo(f"dropped {writer.dropped} boxes that lie entirely outside their image")
+        else:
+            from synthgap.data.fiftyone import export_run
+
+            detections = storage.read_json(predictions)
+            if not isinstance(detections, list):
+                raise click.ClickException(f"{predictions}: expected a COCO results list (synthgap evaluate's "
+                                           "predictions.json)")
+            counts = export_run(iter_samples(ds, report, "exporting"), ds.label_map, detections, dst,
+                                source=predictions)
+            click.echo(f"wrote {counts['images']} images, {counts['boxes']} ground-truth boxes and "
+                       f"{counts['detections']} detections ({ds.format} -> fiftyone) to {dst} "
+                       "(labels.json, predictions.json, data/); docs/training.md shows how to load it")
+    except OSError as e:  # cannot write DST or copy an image
         raise click.ClickException(str(e)) from None
     skipped = list(ds.skipped.errors) + (report.errors if report else [])
-    click.echo(f"wrote {len(writer)} images, {n_boxes} boxes, {len(ds.label_map)} classes "
-               f"({ds.format} -> coco) to {writer.json_path}")
     if skipped:
-        parts = ", ".join(f"{n} {k}" for k, n in _problem_counts(skipped).items())
+        parts = ", ".join(f"{n} {k}" for k, n in problem_counts(skipped).items())
         click.echo(f"skipped {len(skipped)} invalid records ({parts}):")
         _print_problems(skipped)
-    else:
-        click.echo("skipped 0 records")

@@ -6,6 +6,11 @@ Segmentation polygons/RLE are ignored: synthgap is about 2D boxes.
 
 Skipping rule (``skip_invalid=True``): an invalid annotation drops its whole image, so a kept image
 never silently misses ground truth; an annotation naming an unknown image is dropped alone.
+
+Ids (image, annotation, category) may have any size: Unity's datasetinsights converter writes 128-bit
+``uuid.UUID(...).int`` ids. They are kept exactly (see `synthgap.data.sample.id_array`) and written back
+unchanged. ``file_name`` may be absolute (the format's custom), so the writer copies only files that decode
+as images.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import numpy as np
 from synthgap import storage
 from synthgap.data.dataset import DetectionDataset
 from synthgap.data.errors import DatasetError
-from synthgap.data.sample import BORDER_TOLERANCE_PX, Sample
+from synthgap.data.sample import MAX_IMAGE_SIDE_PX, Sample, id_array
 
 DEFAULT_JSON_NAME = "annotations.json"
 
@@ -61,25 +66,51 @@ _NUMBER = (int, float)
 _NUMBER_TYPES = frozenset(_NUMBER)  # exact types: bool is not a number here
 
 
+_CROWD = {0: False, 1: True}  # iscrowd: 0/1 or a JSON boolean (False == 0 and True == 1 as keys)
+
+
 def _parse_annotation(a: object, i: int, f: str) -> tuple:
-    """(id, image_id, category_id, bbox, area, iscrowd) of one annotation; DatasetError names what is wrong."""
+    """(id, image_id, category_id, bbox, area, iscrowd) of one annotation; DatasetError names what is wrong.
+
+    Exact types: a boolean is not an id or a coordinate, ``iscrowd`` is 0/1 or a boolean (``"0"`` is not
+    false), and numbers must fit a float64."""
     if type(a) is not dict:
         raise DatasetError("annotation is not an object", file=f, record=f"annotations[{i}]", kind="bad_type")
-    ann_id = a.get("id")
-    ann_id = ann_id if type(ann_id) is int else 0
+    ann_id = a.get("id", 0)
+    rec = f"annotations[{i}] (id {ann_id})" if type(ann_id) is int and ann_id else f"annotations[{i}]"
+    if type(ann_id) is not int:
+        _require(a, "id", f, rec, int)
     image_id, cat, bbox, area = a.get("image_id"), a.get("category_id"), a.get("bbox"), a.get("area", np.nan)
     if type(image_id) is not int or type(cat) is not int or type(bbox) is not list or type(area) not in _NUMBER_TYPES:
-        rec = f"annotations[{i}] (id {ann_id})" if ann_id else f"annotations[{i}]"
         _require(a, "image_id", f, rec, int)
         _require(a, "category_id", f, rec, int)
         _require(a, "bbox", f, rec, list)
         _require(a, "area", f, rec, _NUMBER)
     if len(bbox) != 4 or not (type(bbox[0]) in _NUMBER_TYPES and type(bbox[1]) in _NUMBER_TYPES
                               and type(bbox[2]) in _NUMBER_TYPES and type(bbox[3]) in _NUMBER_TYPES):
-        rec = f"annotations[{i}] (id {ann_id})" if ann_id else f"annotations[{i}]"
         raise DatasetError(f"bbox must be 4 numbers [x, y, w, h], got {bbox!r}", file=f, record=rec, field="bbox",
                            kind="bad_bbox")
-    return ann_id, image_id, cat, bbox, area, bool(a.get("iscrowd", 0))
+    crowd = a.get("iscrowd", 0)
+    if type(crowd) not in (int, bool) or crowd not in _CROWD:
+        raise DatasetError(f"iscrowd must be 0, 1, true or false, got {crowd!r}", file=f, record=rec,
+                           field="iscrowd", kind="bad_type")
+    return ann_id, image_id, cat, bbox, area, _CROWD[crowd]
+
+
+def _float_rows(rows: list, shape: tuple) -> tuple[np.ndarray, list[int]]:
+    """float64 array of ``rows`` and the indices of rows holding an integer beyond float64 (10**400),
+    which are NaN in the array. The bulk conversion runs once; rows are tried one by one only if it fails."""
+    try:
+        return np.array(rows, dtype=np.float64).reshape((len(rows),) + shape), []
+    except OverflowError:
+        out = np.full((len(rows),) + shape, np.nan)
+        bad = []
+        for i, row in enumerate(rows):
+            try:
+                out[i] = row
+            except OverflowError:
+                bad.append(i)
+        return out, bad
 
 
 class CocoDataset(DetectionDataset):
@@ -143,19 +174,18 @@ class CocoDataset(DetectionDataset):
             raise DatasetError("the dataset has no images", file=f, record="images", field="images",
                                kind="empty_dataset")
         n = len(images)
-        ids = np.empty(n, dtype=np.int64)
-        widths = np.empty(n, dtype=np.int64)
-        heights = np.empty(n, dtype=np.int64)
+        id_list: list[int] = []
+        sizes: list[tuple[int, int]] = []
         names: list[str] = []
         for i, im in enumerate(images):
             rec = f"images[{i}]"
             if not isinstance(im, dict):
                 raise DatasetError("image entry is not an object", file=f, record=rec, kind="bad_type")
-            ids[i] = _require(im, "id", f, rec, int)
-            rec = f"images[{i}] (id {ids[i]})"
+            id_list.append(_require(im, "id", f, rec, int))
+            rec = f"images[{i}] (id {id_list[-1]})"
             names.append(_require(im, "file_name", f, rec, str))
-            widths[i] = _require(im, "width", f, rec, int)
-            heights[i] = _require(im, "height", f, rec, int)
+            sizes.append((_require(im, "width", f, rec, int), _require(im, "height", f, rec, int)))
+        ids = id_array(id_list)
         uniq, counts = np.unique(ids, return_counts=True)
         if (counts > 1).any():
             dup = int(uniq[counts > 1][0])
@@ -163,14 +193,16 @@ class CocoDataset(DetectionDataset):
             raise DatasetError(f"duplicate image id {dup}", file=f, record=f"images[{first}]", field="id",
                                kind="duplicate_id")
         self._image_ids = ids
-        self._widths = widths
-        self._heights = heights
         self._file_names = names
         self._keep = np.ones(n, dtype=bool)
-        for i in np.flatnonzero((widths <= 0) | (heights <= 0)):
-            self._problem(DatasetError(f"image size must be positive, got {widths[i]}x{heights[i]}", file=f,
-                                       record=f"images[{i}] (id {ids[i]})", field="width/height",
-                                       kind="bad_image_size"), image_row=int(i))
+        bad = [i for i, (w, h) in enumerate(sizes) if not (0 < w <= MAX_IMAGE_SIDE_PX and 0 < h <= MAX_IMAGE_SIDE_PX)]
+        for i in bad:
+            w, h = sizes[i]
+            sizes[i] = (0, 0)  # never used: the image is dropped (skip_invalid) or this raised
+            self._problem(DatasetError(f"image size must be positive whole pixels of at most {MAX_IMAGE_SIDE_PX}, "
+                                       f"got {w}x{h}", file=f, record=f"images[{i}] (id {id_list[i]})",
+                                       field="width/height", kind="bad_image_size"), image_row=i)
+        self._widths, self._heights = np.array(sizes, dtype=np.int64).reshape(n, 2).T.copy()
 
     def _read_annotations(self, annotations: list) -> None:
         f = self.json_path
@@ -195,14 +227,21 @@ class CocoDataset(DetectionDataset):
                 image_id = a.get("image_id") if isinstance(a, dict) else None
                 self._problem(e, image_row=row_of(image_id) if type(image_id) is int else -1)
         ann_ids, image_ids, cats, bbox_list, area_list, crowd_list = zip(*cols) if cols else ((),) * 6
-        ann_ids = np.array(ann_ids, dtype=np.int64)
-        image_ids = np.array(image_ids, dtype=np.int64)
-        cats = np.array(cats, dtype=np.int64)
-        boxes = np.array(bbox_list, dtype=np.float64).reshape(n, 4)
-        areas = np.array(area_list, dtype=np.float64)
+        ann_ids = id_array(ann_ids)
+        image_ids = id_array(image_ids)
+        cats = id_array(cats)
+        boxes, huge_boxes = _float_rows(list(bbox_list), (4,))
+        areas, huge_areas = _float_rows(list(area_list), ())
         crowd = np.array(crowd_list, dtype=bool)
         bad = np.zeros(n, dtype=bool)
         bad[bad_rows] = True
+        for field, huge in (("bbox", huge_boxes), ("area", huge_areas)):
+            for i in huge:
+                if not bad[i]:
+                    bad[i] = True
+                    self._problem(DatasetError(f"{field} holds a number beyond float64", file=f,
+                                               record=self._ann_rec(i, ann_ids), field=field, kind="number_too_large"),
+                                  image_row=row_of(image_ids[i]))
         # vectorized checks on the well-formed rows, same rules as validate_sample
         order_rows = np.searchsorted(sorted_ids, image_ids)
         order_rows = np.clip(order_rows, 0, max(len(sorted_ids) - 1, 0))
@@ -219,10 +258,9 @@ class CocoDataset(DetectionDataset):
         checks = [
             (~np.isfinite(boxes).all(axis=1), "box_not_finite", "bbox", "box {b} has a non-finite value"),
             ((bw <= 0) | (bh <= 0), "box_non_positive", "bbox", "box {b} (xywh) has zero or negative size"),
-            ((x0 < -BORDER_TOLERANCE_PX) | (y0 < -BORDER_TOLERANCE_PX) | (x0 + bw > w + BORDER_TOLERANCE_PX)
-             | (y0 + bh > h + BORDER_TOLERANCE_PX), "box_outside_image", "bbox",
-             "box {b} (xywh) lies outside the {w}x{h} image"),
-            (~np.isin(cats, np.fromiter(self.label_map, dtype=np.int64, count=len(self.label_map))),
+            ((x0 >= w) | (y0 >= h) | (x0 + bw <= 0) | (y0 + bh <= 0), "box_outside_image", "bbox",
+             "box {b} (xywh) has no area inside the {w}x{h} image"),
+            (~np.isin(cats, id_array(list(self.label_map))),
              "unknown_label", "category_id", "category id {c} is not in 'categories'"),
         ]
         for mask, kind, field, msg in checks:
@@ -328,6 +366,22 @@ def _annotation_entries(sample: Sample, first_id: int) -> list[dict]:
                                                               sample.iscrowd.astype(int).tolist()))]
 
 
+def _image_bytes(uri: str) -> bytes:
+    """The bytes of an image file to copy, after checking that they decode as an image: a COCO file_name may
+    be any absolute path, and only images belong in the output (not /etc/passwd, not a truncated file)."""
+    from synthgap.data.images import check_image_bytes
+
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise DatasetError("image file not found", file=uri, field="image", kind="missing_image") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read the image ({e.strerror or type(e).__name__})", file=uri, field="image",
+                           kind="unreadable_image") from None
+    check_image_bytes(data, uri)
+    return data
+
+
 def _absolute(uri: str) -> str:
     return os.path.abspath(storage.local_path(uri)) if storage.is_local(uri) else uri
 
@@ -341,7 +395,8 @@ def to_coco_dict(samples: Iterable[Sample], label_map: Mapping[int, str]) -> dic
     images, annotations, seen = [], [], set()
     for sample in samples:
         if sample.image_id in seen:
-            raise ValueError(f"duplicate image_id {sample.image_id} ({sample.image}): COCO needs unique ids")
+            raise DatasetError(f"duplicate image_id {sample.image_id} ({sample.image}): COCO needs unique ids",
+                               kind="duplicate_image_id")
         seen.add(sample.image_id)
         images.append(_image_entry(sample, sample.image))
         annotations.extend(_annotation_entries(sample, len(annotations) + 1))
@@ -356,7 +411,8 @@ class CocoWriter:
         root_or_json_path: a ``.json`` path (its folder is the root) or a folder (JSON = ``annotations.json``).
         label_map: category id -> name, written as ``categories``.
         copy_images: copy image files given by path into ``<root>/<images_dir>/`` and reference them
-            relatively; when False they are referenced by absolute path/URI.
+            relatively (only files that decode as images: anything else is a DatasetError naming it);
+            when False they are referenced by absolute path/URI.
         images_dir: sub-folder (relative to the root) for copied or given images.
 
     ``add(sample, image)`` with ``image`` as PIL image or encoded bytes writes that image as
@@ -412,7 +468,8 @@ class CocoWriter:
         if self._closed:
             raise RuntimeError("CocoWriter is closed")
         if sample.image_id in self._ids:
-            raise ValueError(f"duplicate image_id {sample.image_id} ({sample.image}): COCO needs unique ids")
+            raise DatasetError(f"duplicate image_id {sample.image_id} ({sample.image}): COCO needs unique ids",
+                               kind="duplicate_image_id")
         if image is not None:
             if isinstance(image, (bytes, bytearray, memoryview)):
                 name = self._unique_name(sample)
@@ -427,10 +484,11 @@ class CocoWriter:
             storage.write_bytes(storage.join(self.root, self.images_dir, name), data)
             path = storage.join(self.root, self.images_dir, name)
         elif self.copy_images:
+            data = _image_bytes(sample.image)
             name = self._unique_name(sample)
             file_name = posixpath.join(self.images_dir, name)
             path = storage.join(self.root, self.images_dir, name)
-            storage.write_bytes(path, storage.read_bytes(sample.image))
+            storage.write_bytes(path, data)
         else:
             file_name = path = _absolute(sample.image)
         self._ids.add(sample.image_id)

@@ -8,6 +8,7 @@ is parsed when it is asked for.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Iterator, Mapping, Sequence
 
 from synthgap.data.errors import DatasetError, SkipReport
@@ -18,8 +19,9 @@ class DetectionDataset(Sequence[Sample]):
     """A readable detection dataset: ``len(ds)``, ``ds[i] -> Sample``, ``ds.label_map``.
 
     Subclasses set ``format`` (the name used by ``--format``), implement ``detect(root)``,
-    ``__len__`` and ``__getitem__``, and fill ``label_map`` (id -> name) and ``skipped``
-    (records left out under ``skip_invalid=True``).
+    ``__len__`` and ``__getitem__``, and fill ``label_map`` (id -> name), ``skipped`` (records left
+    out under ``skip_invalid=True``) and ``skipped_sensors`` (captures of sensors that are not RGB cameras,
+    e.g. depth or lidar, left out of every dataset: sensor kind -> count; not an error).
     """
 
     format: str = ""
@@ -29,6 +31,7 @@ class DetectionDataset(Sequence[Sample]):
         self.skip_invalid = skip_invalid
         self.label_map: dict[int, str] = {}
         self.skipped = SkipReport()
+        self.skipped_sensors: dict[str, int] = {}
 
     @classmethod
     def detect(cls, root: str) -> bool:
@@ -63,7 +66,7 @@ def reader_class(format: str) -> type[DetectionDataset]:
     try:
         target = READERS[format]
     except KeyError:
-        raise ValueError(f"unknown dataset format {format!r}; known: {', '.join(READERS)}") from None
+        raise DatasetError(f"unknown dataset format {format!r}; known: {', '.join(READERS)}") from None
     module, name = target.split(":")
     return getattr(importlib.import_module(module), name)
 
@@ -80,7 +83,14 @@ def detect_format(root: str) -> str:
 def open_dataset(root: str, format: str | None = None, *, skip_invalid: bool = False, **options) -> DetectionDataset:
     """Open a dataset at a local path or URI, detecting its format unless ``format`` is given.
 
-    ``options`` go to the reader (e.g. ``split="test"`` for UnityGroceries-Real).
+    ``options`` go to the reader (e.g. ``split="test"`` for UnityGroceries-Real); ``None`` values are
+    left out, and an option the reader does not take is a DatasetError naming the path and format.
     """
     fmt = format or detect_format(root)
-    return reader_class(fmt)(root, skip_invalid=skip_invalid, **options)
+    cls = reader_class(fmt)
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(cls.__init__).parameters
+    for name, value in options.items():
+        if name not in accepted:
+            raise DatasetError(f"{name}={value!r} does not apply to {fmt} datasets", file=root)
+    return cls(root, skip_invalid=skip_invalid, **options)

@@ -26,7 +26,7 @@ import numpy as np
 from synthgap import storage
 from synthgap.data.dataset import DetectionDataset
 from synthgap.data.errors import DatasetError
-from synthgap.data.sample import Sample, validate_sample
+from synthgap.data.sample import Sample, id_array, validate_sample
 
 ANNOTATIONS = "annotations.json"
 DEFINITIONS = "annotation_definitions.json"
@@ -57,12 +57,15 @@ def dataset_folder(root: str) -> str:
     return root
 
 
-def image_size(uri: str) -> tuple[int, int]:
-    """(width, height) in pixels from the image header, without decoding the pixels."""
-    from PIL import Image
-
-    with storage.open(uri, "rb") as f, Image.open(f) as im:
-        return im.size
+def _read_split_file(path: str) -> str:
+    """Text of a split file; bytes that are not UTF-8 or a file that cannot be read are a DatasetError."""
+    try:
+        return storage.read_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"not UTF-8 text (byte at offset {e.start})", file=path, kind="bad_index") from None
+    except (PermissionError, IsADirectoryError) as e:
+        raise DatasetError(f"cannot read the file ({e.strerror or type(e).__name__})", file=path,
+                           kind="unreadable_file") from None
 
 
 class GroceriesRealDataset(DetectionDataset):
@@ -98,7 +101,7 @@ class GroceriesRealDataset(DetectionDataset):
         elif split in self.splits:
             indices = self.split_indices(split)
         else:
-            raise ValueError(f"unknown split {split!r} for {root}; available: all, {', '.join(sorted(self.splits))}")
+            raise DatasetError(f"unknown split {split!r}; available: all, {', '.join(sorted(self.splits))}", file=root)
         # only the selected records count: a broken train record does not stop reading the test split
         for i in indices:
             if int(i) in self._record_errors:
@@ -158,12 +161,12 @@ class GroceriesRealDataset(DetectionDataset):
             raise DatasetError("the dataset has no images", file=f, record="top level", kind="empty_dataset")
         names, counts, boxes, labels = [], [], [], []
         self._record_errors: dict[int, DatasetError] = {}  # raised or skipped only when the record is selected
-        known = np.fromiter(self.label_map, dtype=np.int64, count=len(self.label_map))
         for i, rec in enumerate(data):
             try:
                 b, lab = self._parse_record(i, rec)
-                if len(lab) and not np.isin(lab, known).all():
-                    j = int(np.flatnonzero(~np.isin(lab, known))[0])
+                unknown = [j for j, label in enumerate(lab) if label not in self.label_map]
+                if unknown:
+                    j = unknown[0]
                     raise DatasetError(f"label_id {lab[j]} is not in {DEFINITIONS}", file=f,
                                        record=f"[{i}].annotations[{j}] ({rec['file_name']})", field="label_id",
                                        kind="unknown_label")
@@ -171,17 +174,17 @@ class GroceriesRealDataset(DetectionDataset):
             except DatasetError as e:
                 self._record_errors[i] = e
                 names.append(rec.get("file_name", "") if isinstance(rec, dict) else "")
-                b, lab = np.zeros((0, 4)), np.zeros(0, dtype=np.int64)
+                b, lab = np.zeros((0, 4)), []
             counts.append(len(lab))
             boxes.append(b)
-            labels.append(lab)
+            labels.extend(lab)
         self._file_names = names
         self._end = np.cumsum(counts)
         self._start = self._end - np.asarray(counts)
         self._boxes = np.concatenate(boxes).reshape(-1, 4)
-        self._labels = np.concatenate(labels).astype(np.int64)
+        self._labels = id_array(labels)  # int64, or Python ints when an id does not fit
 
-    def _parse_record(self, i: int, rec: object) -> tuple[np.ndarray, np.ndarray]:
+    def _parse_record(self, i: int, rec: object) -> tuple[np.ndarray, list[int]]:
         f = self.annotations_path
         if not isinstance(rec, dict):
             raise DatasetError("image record is not an object", file=f, record=f"[{i}]", kind="bad_type")
@@ -191,10 +194,10 @@ class GroceriesRealDataset(DetectionDataset):
                                    kind="missing_key")
         anns = rec["annotations"]
         boxes = np.zeros((len(anns), 4))
-        labels = np.zeros(len(anns), dtype=np.int64)
+        labels = []
         for j, a in enumerate(anns):
             r = f"[{i}].annotations[{j}] ({rec['file_name']})"
-            if not isinstance(a, dict) or not isinstance(a.get("label_id"), int):
+            if not isinstance(a, dict) or type(a.get("label_id")) is not int:  # a boolean is not an id
                 raise DatasetError("missing integer 'label_id'", file=f, record=r, field="label_id",
                                    kind="missing_key")
             bbox = a.get("bbox")
@@ -202,8 +205,12 @@ class GroceriesRealDataset(DetectionDataset):
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
                 raise DatasetError(f"bbox must be 4 numbers [x, y, w, h], got {bbox!r}", file=f, record=r,
                                    field="bbox", kind="bad_bbox")
-            boxes[j] = bbox
-            labels[j] = a["label_id"]
+            try:
+                boxes[j] = bbox
+            except OverflowError:
+                raise DatasetError(f"bbox {str(bbox)[:60]} holds a number beyond float64", file=f, record=r,
+                                   field="bbox", kind="number_too_large") from None
+            labels.append(a["label_id"])
         return boxes, labels
 
     def _read_splits(self) -> tuple[dict[str, np.ndarray | str], bool]:
@@ -222,7 +229,8 @@ class GroceriesRealDataset(DetectionDataset):
             return source
         n = len(self._file_names)
         keep = []
-        for pos, tok in enumerate(storage.read_text(source).split()):
+        seen: dict[int, int] = {}
+        for pos, tok in enumerate(_read_split_file(source).split()):
             err = None
             if not re.fullmatch(r"[+-]?\d+", tok):
                 err = DatasetError(f"{tok!r} is not an integer index", file=source, record=f"position {pos}",
@@ -230,7 +238,11 @@ class GroceriesRealDataset(DetectionDataset):
             elif not 0 <= int(tok) < n:
                 err = DatasetError(f"index {int(tok)} is out of range: {ANNOTATIONS} has {n} records", file=source,
                                    record=f"position {pos}", field="index", kind="index_out_of_range")
+            elif int(tok) in seen:  # the image would be read (and scored) twice
+                err = DatasetError(f"index {int(tok)} is listed twice (first at position {seen[int(tok)]})",
+                                   file=source, record=f"position {pos}", field="index", kind="duplicate_index")
             if err is None:
+                seen[int(tok)] = pos
                 keep.append(int(tok))
             elif self.skip_invalid:
                 self.skipped.add(err)
@@ -262,14 +274,15 @@ class GroceriesRealDataset(DetectionDataset):
         name = self._file_names[i]
         image = storage.join(self.root, "images", name)
         if i not in self._sizes:
+            from synthgap.data.images import image_size
+
             try:
                 self._sizes[i] = image_size(image)
-            except FileNotFoundError:
-                raise DatasetError("image file not found", file=image, record=f"[{i}] ({name})", field="file_name",
-                                   kind="missing_image") from None
-            except OSError as e:
-                raise DatasetError(f"cannot read the image header: {e}", file=image, record=f"[{i}] ({name})",
-                                   field="file_name", kind="bad_image") from None
+            except DatasetError as e:
+                message = "image file not found" if e.kind == "missing_image" else \
+                    f"cannot read the image header: {e.message}"
+                raise DatasetError(message, file=image, record=f"[{i}] ({name})", field="file_name",
+                                   kind="bad_image" if e.kind == "unreadable_image" else e.kind) from None
         width, height = self._sizes[i]
         s, e = self._start[i], self._end[i]
         sample = Sample(image=image, width=int(width), height=int(height), boxes=self._boxes[s:e],

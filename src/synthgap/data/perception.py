@@ -28,10 +28,10 @@ import numpy as np
 from synthgap import storage
 from synthgap.data.dataset import DetectionDataset
 from synthgap.data.errors import DatasetError
-from synthgap.data.sample import Sample, validate_sample
-from synthgap.data.solo import (
-    _Where, check_writable, dumps, encode_image, instance_colors, integer_instance_ids, is_box_definition_name,
-    load_label_map, _png_bytes,
+from synthgap.data.sample import Sample, id_array, validate_sample
+from synthgap.data.unity import (
+    Where, check_writable, dumps, encode_image, instance_colors, integer_instance_ids, is_box_definition_name,
+    label_png, load_label_map,
 )
 
 _CAPTURES_FILE = re.compile(r"^captures_(\d+)\.json$")
@@ -61,19 +61,16 @@ def _has_dataset_files(folder: str) -> bool:
         bool(storage.glob(storage.join(folder, "captures_*.json")))
 
 
-def read_image_size(uri: str, where: _Where) -> tuple[int, int]:
-    """(width, height) from the image header only (PIL opens lazily; pixels are not decoded)."""
-    from PIL import Image, UnidentifiedImageError
+def read_image_size(uri: str, where: Where) -> tuple[int, int]:
+    """(width, height) from the image header only (pixels are not decoded); errors name the capture."""
+    from synthgap.data.images import image_size
 
     try:
-        with storage.open(uri, "rb") as f:
-            with Image.open(f) as img:
-                return img.size
-    except FileNotFoundError:
-        raise where.error(f"the referenced image {uri} does not exist", "filename", "missing_image") from None
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise where.error(f"the image header of {uri} cannot be read ({e})", "filename",
-                          "unreadable_image") from None
+        return image_size(uri)
+    except DatasetError as e:
+        if e.kind == "missing_image":
+            raise where.error(f"the referenced image {uri} does not exist", "filename", e.kind) from None
+        raise where.error(f"the image header of {uri} cannot be read: {e.message}", "filename", e.kind) from None
 
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -121,7 +118,12 @@ def scan_captures(data: bytes, file: str) -> list[tuple[int, int, Any]]:
                     start = _WS.match(text, i).end()
                     value, i = decoder.raw_decode(text, start)
                     if not data[start:i].isascii():
-                        value = json.loads(data[start:i].decode("utf-8"))
+                        try:
+                            value = json.loads(data[start:i].decode("utf-8"))
+                        except UnicodeDecodeError as e:
+                            raise DatasetError(f"not UTF-8 text: byte 0x{data[start + e.start]:02x} at offset "
+                                               f"{start + e.start}", file=file, record=f"captures[{len(spans)}]",
+                                               kind="malformed_json") from None
                     spans.append((start, i, value))
                     i = skip(i, ",]")
                     ended = text[i - 1] == "]"
@@ -133,6 +135,9 @@ def scan_captures(data: bytes, file: str) -> list[tuple[int, int, Any]]:
             raise json.JSONDecodeError("Extra data", text, i)
     except json.JSONDecodeError as e:
         raise DatasetError(f"malformed JSON: {e.msg} (line {e.lineno}, column {e.colno})", file=file,
+                           kind="malformed_json") from None
+    except RecursionError:
+        raise DatasetError("JSON nested too deeply to parse", file=file, record=f"captures[{len(spans)}]",
                            kind="malformed_json") from None
     if not found:
         raise DatasetError("required field 'captures' is missing", file=file, record="captures",
@@ -149,6 +154,8 @@ class PerceptionDataset(DetectionDataset):
 
     Image size: the capture's ``sensor.dimension`` [width, height] when present (not written by
     Unity), else the image file header, read once at opening (PIL reads the header only).
+    Image paths must stay inside the image root. Only camera captures (``sensor.modality`` "camera" or
+    absent) are read: others (depth, lidar, ...) are left out and counted in ``skipped_sensors``.
 
     The 2D box definition is found by name ("bounding box" / "2d bounding box", any case) with
     format JSON, never by GUID; definition ids may be GUID strings or integers.
@@ -190,7 +197,7 @@ class PerceptionDataset(DetectionDataset):
         if not storage.exists(path):
             raise DatasetError("annotation_definitions.json is missing: the label map cannot be read",
                                file=path, field="annotation_definitions", kind="missing_file")
-        where = _Where(path, "annotation_definitions")
+        where = Where(path, "annotation_definitions")
         doc = storage.read_json(path)
         definitions = where.array(where.get(doc, "annotation_definitions", "annotation_definitions"),
                                   "annotation_definitions")
@@ -236,7 +243,12 @@ class PerceptionDataset(DetectionDataset):
 
     def _load_chunk(self, name: str) -> list[tuple[int, int, Any]]:
         path = storage.join(self.json_folder, name)
-        return scan_captures(storage.read_bytes(path), path)
+        try:
+            data = storage.read_bytes(path)
+        except (PermissionError, IsADirectoryError) as e:
+            raise DatasetError(f"cannot read the file ({e.strerror or type(e).__name__})", file=path,
+                               kind="unreadable_file") from None
+        return scan_captures(data, path)
 
     def _build_index(self) -> None:
         starts = [0]
@@ -255,6 +267,10 @@ class PerceptionDataset(DetectionDataset):
             seen += len(captures)
             kept = 0
             for c, (start, end, capture) in enumerate(captures):
+                modality = _modality(capture)
+                if modality != "camera":
+                    self.skipped_sensors[modality] = self.skipped_sensors.get(modality, 0) + 1
+                    continue
                 try:
                     sample = self._sample(capture, name, c, image_id=len(capture_index), size=None)
                     validate_sample(sample, self.label_map, file=storage.join(self.json_folder, name),
@@ -271,6 +287,8 @@ class PerceptionDataset(DetectionDataset):
             if kept:
                 self._chunks.append(name)
                 starts.append(starts[-1] + kept)
+        if not seen and self.skipped:  # every captures file failed: say why, not "empty"
+            raise self.skipped.errors[0]
         if not seen:
             raise DatasetError("no captures: the dataset is empty (no captures_*.json or all of them empty)",
                                file=self.json_folder, kind="empty")
@@ -298,18 +316,13 @@ class PerceptionDataset(DetectionDataset):
 
     def _sample(self, capture: Any, chunk: str, c: int, *, image_id: int, size: tuple[int, int] | None) -> Sample:
         """Build the Sample of ``captures[c]`` (no box/label validation here). ``size`` skips the header read."""
-        where = _Where(storage.join(self.json_folder, chunk), f"captures[{c}]")
-        filename = where.get(capture, "filename", "filename")
-        if not isinstance(filename, str) or not filename:
-            raise where.error(f"expected a file name, got {filename!r}", "filename", "wrong_type")
-        image = storage.join(self.image_root, filename)
+        where = Where(storage.join(self.json_folder, chunk), f"captures[{c}]")
+        base = storage.join(self.image_root, "x")[:-1]  # the image root + separator
+        image = where.inside(base, "", where.get(capture, "filename", "filename"), "filename")
         sensor = capture.get("sensor") if isinstance(capture.get("sensor"), dict) else {}
         if size is None:
             if "dimension" in sensor:
-                w, h = where.numbers(sensor["dimension"], 2, "sensor.dimension")
-                if not (w.is_integer() and h.is_integer()):
-                    raise where.error(f"image size {w}x{h} is not whole pixels", "sensor.dimension", "bad_image_size")
-                size = (int(w), int(h))
+                size = where.image_size(sensor["dimension"], "sensor.dimension")
             else:
                 size = read_image_size(image, where)
         boxes: list[list[float]] = []
@@ -319,7 +332,8 @@ class PerceptionDataset(DetectionDataset):
         for a, ann in enumerate(where.array(capture.get("annotations", []), "annotations")):
             definition = str(where.get(ann, "annotation_definition", f"annotations[{a}].annotation_definition"))
             if definition in self._segmentation_ids and isinstance(ann.get("filename"), str):
-                segmentation[self._segmentation_ids[definition]] = storage.join(self.image_root, ann["filename"])
+                segmentation[self._segmentation_ids[definition]] = \
+                    where.inside(base, "", ann["filename"], f"annotations[{a}].filename")
             if definition != self.box_definition_id:
                 continue
             for v, value in enumerate(where.array(ann.get("values") or [], f"annotations[{a}].values")):
@@ -331,12 +345,58 @@ class PerceptionDataset(DetectionDataset):
                                                       f"{path}.instance_id"))
         return Sample(
             image=image, width=int(size[0]), height=int(size[1]),
-            boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels=np.asarray(labels, dtype=np.int64),
+            boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels=id_array(labels),
             image_id=image_id, instance_ids=tuple(instance_ids), segmentation=segmentation,
             metadata={"sequence_id": capture.get("sequence_id"), "step": capture.get("step"),
                       "sensor_id": sensor.get("sensor_id"), "capture_id": capture.get("id"),
                       "file": chunk, "record": f"captures[{c}]"},
         )
+
+
+_METRICS_FILE = re.compile(r"^metrics_(\d+)\.json$")
+RENDERED_OBJECT_INFO = "rendered object info"  # Perception's metric of visible pixels per labeled instance
+
+
+def read_visible_pixels(json_folder: str) -> dict[str, dict[str, float]]:
+    """Visible pixels of each instance in each capture, from the ``metrics_*.json`` files of a legacy
+    dataset: capture id -> {str(instance_id): visible_pixels}. Rows of the "rendered object info" metric
+    (found by name in ``metric_definitions.json``; without that file, any row whose values carry
+    ``visible_pixels``). Empty when the dataset has no such metric. Malformed files raise DatasetError."""
+    definitions = storage.join(json_folder, "metric_definitions.json")
+    wanted: set[str] | None = None
+    if storage.exists(definitions):
+        doc = storage.read_json(definitions)
+        rows = doc.get("metric_definitions") if isinstance(doc, dict) else None
+        wanted = {str(d.get("id")) for d in rows or [] if isinstance(d, dict)
+                  and str(d.get("name", "")).strip().lower() == RENDERED_OBJECT_INFO}
+        if not wanted:
+            return {}
+    out: dict[str, dict[str, float]] = {}
+    names = sorted((int(m.group(1)), n) for n in storage.listdir(json_folder) if (m := _METRICS_FILE.match(n)))
+    for _, name in names:
+        path = storage.join(json_folder, name)
+        doc = storage.read_json(path)
+        where = Where(path, "metrics")
+        for k, row in enumerate(where.array(where.get(doc, "metrics", "metrics"), "metrics")):
+            if not isinstance(row, dict) or (wanted is not None and str(row.get("metric_definition")) not in wanted):
+                continue
+            values = row.get("values")
+            if not isinstance(values, list) or row.get("capture_id") is None:
+                continue
+            where.record = f"metrics[{k}]"
+            pixels = out.setdefault(str(row["capture_id"]), {})
+            for v, value in enumerate(values):
+                if isinstance(value, dict) and "visible_pixels" in value and "instance_id" in value:
+                    pixels[str(value["instance_id"])] = where.number(value["visible_pixels"],
+                                                                     f"values[{v}].visible_pixels")
+    return out
+
+
+def _modality(capture: Any) -> str:
+    """``sensor.modality`` of a capture, lower case; "camera" when the capture does not say."""
+    sensor = capture.get("sensor") if isinstance(capture, dict) else None
+    modality = sensor.get("modality") if isinstance(sensor, dict) else None
+    return modality.strip().lower() if isinstance(modality, str) and modality.strip() else "camera"
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,7 +474,7 @@ class PerceptionWriter:
             if instance_map.shape != (sample.height, sample.width):
                 raise ValueError(f"instance_map is {instance_map.shape}, expected {(sample.height, sample.width)}")
             seg_rel = f"InstanceSegmentation{self.sensor_guid}/Instance_{index}.png"
-            storage.write_bytes(storage.join(self.root, seg_rel), _png_bytes(instance_colors(instance_map)))
+            storage.write_bytes(storage.join(self.root, seg_rel), label_png(instance_colors(instance_map)))
             annotations.append({
                 "id": _uuid("annotation", "instance", self.sensor_id, index),
                 "annotation_definition": INSTANCE_DEFINITION_ID,

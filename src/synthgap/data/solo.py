@@ -15,10 +15,9 @@ the index is built from the folder listing.
 
 from __future__ import annotations
 
-import io
-import json
 import re
 from array import array
+from itertools import chain
 from typing import Any, Mapping
 
 import numpy as np
@@ -26,83 +25,21 @@ import numpy as np
 from synthgap import storage
 from synthgap.data.dataset import DetectionDataset
 from synthgap.data.errors import DatasetError
-from synthgap.data.sample import Sample, validate_sample
+from synthgap.data.sample import Sample, id_array, validate_sample
+from synthgap.data.unity import (
+    Where, check_writable, dumps, encode_image, instance_colors, integer_instance_ids, is_box_definition_name,
+    label_png, load_label_map, read_instance_map,
+)
+
+__all__ = ["SoloDataset", "SoloWriter", "instance_colors", "read_instance_map"]
 
 BBOX2D_TYPE = "type.unity.com/unity.solo.BoundingBox2DAnnotation"
 INSTANCE_TYPE = "type.unity.com/unity.solo.InstanceSegmentationAnnotation"
 SEMANTIC_TYPE = "type.unity.com/unity.solo.SemanticSegmentationAnnotation"
 RGB_CAMERA_TYPE = "type.unity.com/unity.solo.RGBCamera"
-# Names Unity (and hand-written configs) give the 2D box labeler, compared case-insensitively.
-BOX_DEFINITION_NAMES = ("bounding box", "2d bounding box", "bounding box 2d", "boundingbox2d")
 
 _SEQUENCE_DIR = re.compile(r"^sequence\.(\d+)$")
 _FRAME_FILE = re.compile(r"^step(\d+)\.frame_data\.json$")
-
-
-# --------------------------------------------------------------------------------------------
-# Field access that names file, record and field on failure (shared with the legacy reader).
-# --------------------------------------------------------------------------------------------
-
-class _Where:
-    """File + record of the JSON object being read, to build precise DatasetErrors."""
-
-    __slots__ = ("file", "record")
-
-    def __init__(self, file: str, record: str):
-        self.file = file
-        self.record = record
-
-    def error(self, message: str, field: str | None, kind: str) -> DatasetError:
-        return DatasetError(message, file=self.file, record=self.record, field=field, kind=kind)
-
-    def get(self, obj: Any, key: str, path: str) -> Any:
-        """``obj[key]``; a missing key (or a non-object) is a ``missing_field`` error at ``path``."""
-        if not isinstance(obj, dict):
-            raise self.error(f"expected a JSON object, got {type(obj).__name__}", path.rsplit(".", 1)[0],
-                             "wrong_type")
-        if key not in obj:
-            raise self.error(f"required field {key!r} is missing", path, "missing_field")
-        return obj[key]
-
-    def number(self, value: Any, path: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.error(f"expected a number, got {type(value).__name__} {value!r}", path, "wrong_type")
-        return float(value)
-
-    def integer(self, value: Any, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or (isinstance(value, float) and not value.is_integer()):
-            raise self.error(f"expected an integer, got {type(value).__name__} {value!r}", path, "wrong_type")
-        return int(value)
-
-    def numbers(self, value: Any, n: int, path: str) -> list[float]:
-        if not isinstance(value, list) or len(value) != n:
-            raise self.error(f"expected a list of {n} numbers, got {value!r}", path, "wrong_type")
-        return [self.number(v, f"{path}[{i}]") for i, v in enumerate(value)]
-
-    def array(self, value: Any, path: str) -> list:
-        if not isinstance(value, list):
-            raise self.error(f"expected a JSON list, got {type(value).__name__}", path, "wrong_type")
-        return value
-
-    def instance_id(self, value: Any, path: str) -> int | str:
-        """Instance ids are kept as found: an int, or a string (some Perception versions)."""
-        if isinstance(value, str):
-            return value
-        return self.integer(value, path)
-
-
-def load_label_map(spec: Any, where: _Where, path: str) -> dict[int, str]:
-    """``[{"label_id": 1, "label_name": "Crate"}, ...]`` -> {1: "Crate"} (both Unity schemas)."""
-    label_map: dict[int, str] = {}
-    for i, entry in enumerate(where.array(spec, path)):
-        label_id = where.integer(where.get(entry, "label_id", f"{path}[{i}].label_id"), f"{path}[{i}].label_id")
-        label_map[label_id] = str(where.get(entry, "label_name", f"{path}[{i}].label_name"))
-    return label_map
-
-
-def is_box_definition_name(name: Any) -> bool:
-    return isinstance(name, str) and name.strip().lower() in BOX_DEFINITION_NAMES
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,6 +55,9 @@ class SoloDataset(DetectionDataset):
 
     Image size comes from the capture's ``dimension`` [width, height] (pixels); image files are checked
     for existence against the sequence folder's listing (no extra stat calls), their headers are not read.
+    Image and segmentation file names must stay inside the dataset folder. Captures of other sensors
+    than RGB cameras (an ``@type`` other than ``...RGBCamera``) are left out and counted in
+    ``skipped_sensors``.
 
     ``metadata``: ``sequence`` and ``step`` (from the folder / file names, which are unique, unlike the
     JSON's own values in some Unity builds), ``frame`` (the JSON's frame number), ``sensor_id``,
@@ -154,7 +94,7 @@ class SoloDataset(DetectionDataset):
         if not storage.exists(path):
             raise DatasetError("annotation_definitions.json is missing: the label map cannot be read",
                                file=path, field="annotationDefinitions", kind="missing_file")
-        where = _Where(path, "annotationDefinitions")
+        where = Where(path, "annotationDefinitions")
         definitions = where.array(where.get(storage.read_json(path), "annotationDefinitions", "annotationDefinitions"),
                                   "annotationDefinitions")
         for i, d in enumerate(definitions):
@@ -186,6 +126,13 @@ class SoloDataset(DetectionDataset):
                 entries = storage.listdir(storage.join(self.root, name))
             except (NotADirectoryError, FileNotFoundError):
                 continue  # a file that happens to be called sequence.N
+            except PermissionError as e:
+                error = DatasetError(f"cannot list the folder ({e.strerror})", file=storage.join(self.root, name),
+                                     kind="unreadable_file")
+                if not self.skip_invalid:
+                    raise error from None
+                self.skipped.add(error)
+                continue
             steps = sorted((int(f.group(1)), entry) for entry in entries if (f := _FRAME_FILE.match(entry)))
             listing = set(entries)
             for k, (step, entry) in enumerate(steps):
@@ -209,7 +156,7 @@ class SoloDataset(DetectionDataset):
         file = self._base + rel
         try:
             doc = self._read_frame(rel)
-            where = _Where(file, "frame")
+            where = Where(file, "frame")
             n = len(where.array(where.get(doc, "captures", "captures"), "captures"))
         except DatasetError as e:
             if not self.skip_invalid:
@@ -218,12 +165,17 @@ class SoloDataset(DetectionDataset):
             return 0
         frame_index = len(self._frames)
         kept = 0
+        folder = self._base + rel.split("/", 1)[0] + "/"
         for c in range(n):
             try:
+                sensor = _sensor_kind(doc["captures"][c])
+                if sensor is not None:
+                    self.skipped_sensors[sensor] = self.skipped_sensors.get(sensor, 0) + 1
+                    continue
                 sample = self._sample(doc, rel, key, c, image_id=len(frame_of))
                 validate_sample(sample, self.label_map, file=file, record=f"captures[{c}]")
-                filename = doc["captures"][c]["filename"]  # checked by _sample: a non-empty string
-                if not (filename in listing if "/" not in filename else storage.exists(sample.image)):
+                local = sample.image[len(folder):] if sample.image.startswith(folder) else "/"
+                if not (local in listing if "/" not in local else storage.exists(sample.image)):
                     raise DatasetError(f"the referenced image {sample.image} does not exist", file=file,
                                        record=f"captures[{c}]", field="filename", kind="missing_image")
             except DatasetError as e:
@@ -259,15 +211,11 @@ class SoloDataset(DetectionDataset):
 
     def _sample(self, doc: dict, rel: str, key: tuple[int, int], c: int, *, image_id: int) -> Sample:
         """Build the Sample of capture ``c`` of a parsed frame (no box/label validation here)."""
-        where = _Where(self._base + rel, f"captures[{c}]")
+        where = Where(self._base + rel, f"captures[{c}]")
         capture = where.get(doc, "captures", "captures")[c]
-        folder = self._base + rel.split("/", 1)[0] + "/"
-        filename = where.get(capture, "filename", "filename")
-        if not isinstance(filename, str) or not filename:
-            raise where.error(f"expected a file name, got {filename!r}", "filename", "wrong_type")
-        width, height = where.numbers(where.get(capture, "dimension", "dimension"), 2, "dimension")
-        if not (width.is_integer() and height.is_integer()):
-            raise where.error(f"image size {width}x{height} is not whole pixels", "dimension", "bad_image_size")
+        folder = rel.split("/", 1)[0]
+        image = where.inside(self._base, folder, where.get(capture, "filename", "filename"), "filename")
+        width, height = where.image_size(where.get(capture, "dimension", "dimension"), "dimension")
         boxes: list = []
         labels: list = []
         instance_ids: list = []
@@ -282,7 +230,8 @@ class SoloDataset(DetectionDataset):
                 if box_annotation is None or str(ann.get("id")) == self.box_definition_id:
                     box_annotation = (a, ann)
             elif kind in (INSTANCE_TYPE, SEMANTIC_TYPE) and isinstance(ann.get("filename"), str):
-                segmentation["instance" if kind == INSTANCE_TYPE else "semantic"] = folder + ann["filename"]
+                segmentation["instance" if kind == INSTANCE_TYPE else "semantic"] = \
+                    where.inside(self._base, folder, ann["filename"], f"annotations[{a}].filename")
         if box_annotation is not None:
             a, ann = box_annotation
             parsed = _fast_box_values(ann.get("values", []))
@@ -290,32 +239,45 @@ class SoloDataset(DetectionDataset):
                 parsed = _careful_box_values(ann.get("values", []), where, f"annotations[{a}].values")
             boxes, labels, instance_ids = parsed
         return Sample(
-            image=folder + filename, width=int(width), height=int(height),
-            boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels=np.asarray(labels, dtype=np.int64),
+            image=image, width=width, height=height,
+            boxes=np.asarray(boxes, dtype=np.float64).reshape(-1, 4), labels=id_array(labels),
             image_id=image_id, instance_ids=tuple(instance_ids), segmentation=segmentation,
             metadata={"sequence": key[0], "step": key[1], "frame": doc.get("frame"),
                       "sensor_id": capture.get("id"), "capture": c, "file": rel},
         )
 
 
-def _fast_box_values(values: Any) -> tuple[np.ndarray, np.ndarray, list] | None:
-    """Boxes (N, 4) xywh, labels and instance ids of well-formed BoundingBox2D values, checked with
-    numpy in bulk; None when anything is missing or of the wrong type (`_careful_box_values` says what)."""
-    try:
-        boxes = np.array([v["origin"] + v["dimension"] for v in values])
-        labels = np.array([v["labelId"] for v in values])
-        ids = [v["instanceId"] for v in values]
-    except (KeyError, TypeError, ValueError):
+def _sensor_kind(capture: Any) -> str | None:
+    """None for an RGB camera capture (or one without ``@type``), else the sensor's kind (to count it)."""
+    kind = capture.get("@type") if isinstance(capture, dict) else None
+    if kind is None or (isinstance(kind, str) and kind.endswith("RGBCamera")):
         return None
-    n = len(ids)
-    if not (isinstance(values, list) and boxes.shape == (n, 4) and labels.shape == (n,)
-            and (n == 0 or (boxes.dtype.kind in "fi" and labels.dtype.kind == "i"))
-            and all(type(x) is int or type(x) is str for x in ids)):
+    return str(kind).rsplit(".", 1)[-1]
+
+
+_NUMBER_TYPES = frozenset((int, float))
+
+
+def _fast_box_values(values: Any) -> tuple[np.ndarray, np.ndarray, list] | None:
+    """Boxes (N, 4) xywh, labels and instance ids of well-formed BoundingBox2D values, checked in bulk;
+    None when anything is missing or of the wrong type (`_careful_box_values` then says what). Exact
+    types: numpy would silently read ``true`` as 1.0 and ``[x, y, z] + [w]`` as a box."""
+    try:
+        rows = [v["origin"] + v["dimension"] for v in values]
+        label_list = [v["labelId"] for v in values]
+        ids = [v["instanceId"] for v in values]
+        boxes = np.array(rows, dtype=np.float64)
+        labels = np.array(label_list, dtype=np.int64)
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: ids or numbers beyond 64 bits
+        return None
+    if not (isinstance(values, list) and boxes.shape == (len(ids), 4)
+            and set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES and set(map(type, label_list)) <= {int}
+            and set(map(type, ids)) <= {int, str} and all([len(v["origin"]) == 2 for v in values])):
         return None
     return boxes, labels, ids
 
 
-def _careful_box_values(values: Any, where: _Where, path: str) -> tuple[list, list, list]:
+def _careful_box_values(values: Any, where: Where, path: str) -> tuple[list, list, list]:
     boxes: list[list[float]] = []
     labels: list[int] = []
     instance_ids: list[int | str] = []
@@ -327,71 +289,6 @@ def _careful_box_values(values: Any, where: _Where, path: str) -> tuple[list, li
         labels.append(where.integer(where.get(value, "labelId", f"{p}.labelId"), f"{p}.labelId"))
         instance_ids.append(where.instance_id(where.get(value, "instanceId", f"{p}.instanceId"), f"{p}.instanceId"))
     return boxes, labels, instance_ids
-
-
-# --------------------------------------------------------------------------------------------
-# Instance maps <-> Perception-style RGBA instance segmentation PNGs
-# --------------------------------------------------------------------------------------------
-
-def instance_colors(ids: np.ndarray) -> np.ndarray:
-    """RGBA colour (uint8) of each instance id: R, G, B = the id's bytes (little-endian), A = 255;
-    id 0 (background) is transparent black. Ids must be < 2**24."""
-    ids = np.asarray(ids, dtype=np.uint32)
-    if ids.size and int(ids.max()) >= 1 << 24:
-        raise ValueError(f"instance ids must be < 2**24 to fit an RGB colour, got {int(ids.max())}")
-    packed = np.where(ids > 0, ids | np.uint32(0xFF000000), np.uint32(0)).astype("<u4", copy=False)
-    return np.ascontiguousarray(packed).view(np.uint8).reshape(ids.shape + (4,))  # bytes R, G, B, A
-
-
-def read_instance_map(uri: str) -> np.ndarray:
-    """(H, W) uint32 instance ids of an instance segmentation PNG written by the writers here."""
-    from PIL import Image
-
-    with storage.open(uri, "rb") as f:
-        rgba = np.asarray(Image.open(f).convert("RGBA"), dtype=np.uint32)
-    ids = rgba[..., 0] | (rgba[..., 1] << 8) | (rgba[..., 2] << 16)
-    return np.where(rgba[..., 3] > 0, ids, 0).astype(np.uint32)
-
-
-def encode_image(image: Any, image_ext: str) -> bytes:
-    """PNG/JPEG bytes of a PIL image (deterministic: no timestamps), or ``image`` itself if bytes."""
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return bytes(image)
-    fmt = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG"}.get(image_ext.lower())
-    if fmt is None:
-        raise ValueError(f"cannot encode a PIL image as {image_ext!r}; pass encoded bytes instead")
-    buf = io.BytesIO()
-    img = image.convert("RGB") if fmt == "JPEG" and image.mode not in ("RGB", "L") else image
-    img.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buf.getvalue()
-
-
-def image_size_of(image: Any) -> tuple[int, int] | None:
-    """(width, height) of a PIL image, None for encoded bytes (not decoded here)."""
-    return None if isinstance(image, (bytes, bytearray, memoryview)) else tuple(image.size)
-
-
-def dumps(obj: Any) -> str:
-    """The writers' one JSON encoding: fixed key order as built, 2-space indent, trailing newline."""
-    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-
-
-def check_writable(sample: Sample, image: Any, label_map: Mapping[int, str], file: str, record: str) -> None:
-    """Refuse to write a frame that the readers would reject (bad boxes, labels or image size)."""
-    validate_sample(sample, label_map, file=file, record=record)
-    size = image_size_of(image)
-    if size is not None and size != (sample.width, sample.height):
-        raise ValueError(f"image is {size[0]}x{size[1]} but the sample says {sample.width}x{sample.height}")
-
-
-def integer_instance_ids(sample: Sample) -> list[int]:
-    """Per-box integer instance ids: the sample's own when set (must be ints), else 1..N."""
-    if not sample.instance_ids:
-        return list(range(1, len(sample) + 1))
-    try:
-        return [int(i) for i in sample.instance_ids]
-    except (TypeError, ValueError):
-        raise ValueError(f"instance ids must be integers to be written, got {sample.instance_ids!r}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,7 +356,7 @@ class SoloWriter:
                 raise ValueError(f"instance_map is {instance_map.shape}, expected (height, width) = {(height, width)}")
             seg_name = f"step0.{self.sensor_id}.instance segmentation.png"
             storage.write_bytes(storage.join(self.root, folder, seg_name),
-                                _png_bytes(instance_colors(instance_map)))
+                                label_png(instance_colors(instance_map)))
             annotations.append({
                 "@type": INSTANCE_TYPE,
                 "id": "instance segmentation",
@@ -543,11 +440,3 @@ class SoloWriter:
                 "annotators": annotators,
             }))
         self._closed = True
-
-
-def _png_bytes(rgba: np.ndarray) -> bytes:
-    """Lossless PNG of an (H, W, 4) uint8 label map (the generator's fast encoder: no filter, zlib
-    level 1; several times faster than Pillow's default on instance maps, byte-deterministic)."""
-    from synthgap.data.png import encode_png
-
-    return encode_png(rgba, photo=False)

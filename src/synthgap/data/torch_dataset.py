@@ -3,6 +3,10 @@
 Each item is ``(image, target)``: ``image`` a float32 tensor (3, H, W) in [0, 1]; ``target`` a dict
 with ``boxes`` (K, 4) float32 **xyxy** pixels of the returned image, ``labels`` (K,) int64,
 ``image_id`` int64, ``area`` (K,) float32 and ``iscrowd`` (K,) int64.
+
+Boxes partly outside the image are kept exactly in `Sample` (metrics, conversion) and clipped here,
+for training only, the way torchvision's detection references do (``ConvertCocoPolysToMask``: clamp
+x to [0, width] and y to [0, height], then drop boxes left with no width or height).
 """
 
 from __future__ import annotations
@@ -13,26 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthgap import storage
 from synthgap.data.errors import DatasetError
-from synthgap.data.sample import Sample
-
-
-def load_image(uri: str) -> Image.Image:
-    """Decode an image (any path or URI) as RGB; an unreadable file is a DatasetError naming it."""
-    try:
-        if storage.is_local(uri):
-            img = Image.open(storage.local_path(uri))
-        else:
-            with storage.open(uri, "rb") as f:
-                img = Image.open(f)
-                img.load()
-        return img.convert("RGB")
-    except FileNotFoundError:
-        raise DatasetError("image file not found", file=uri, field="image", kind="missing_image") from None
-    except (OSError, Image.UnidentifiedImageError, ValueError) as e:
-        raise DatasetError(f"image cannot be decoded ({e})", file=uri, field="image",
-                           kind="unreadable_image") from None
+from synthgap.data.images import load_image  # noqa: F401  (re-exported: train.py / evaluate.py import it here)
+from synthgap.data.sample import Sample, fits_int64
 
 
 class TorchDetectionDataset(torch.utils.data.Dataset):
@@ -63,8 +50,14 @@ class TorchDetectionDataset(torch.utils.data.Dataset):
             raise DatasetError(f"image is {image.size[0]}x{image.size[1]} but the annotation says "
                                f"{sample.width}x{sample.height}", file=sample.image, field="width/height",
                                kind="size_mismatch")
-        boxes = sample.boxes_xyxy
-        keep = ~sample.iscrowd if self.drop_crowd else np.ones(len(boxes), dtype=bool)
+        if not fits_int64(sample.image_id) or sample.labels.dtype != np.int64:
+            raise DatasetError("image and label ids must fit int64 to train or predict (torch tensors); this sample "
+                               f"has image_id {sample.image_id} and labels {sample.labels.tolist()}",
+                               file=sample.image, field="image_id/labels", kind="id_too_large")
+        boxes = clip_boxes_xyxy(sample.boxes_xyxy, sample.width, sample.height)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if self.drop_crowd:
+            keep &= ~sample.iscrowd
         boxes, labels, areas = boxes[keep], sample.labels[keep], sample.box_areas[keep]
         if self.image_size is not None and tuple(self.image_size) != image.size:
             sx, sy = self.image_size[0] / image.size[0], self.image_size[1] / image.size[1]
@@ -81,6 +74,14 @@ class TorchDetectionDataset(torch.utils.data.Dataset):
             "iscrowd": torch.as_tensor(sample.iscrowd[keep], dtype=torch.int64),
         }
         return tensor, target
+
+
+def clip_boxes_xyxy(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """xyxy pixel boxes clamped to the image, x to [0, width] and y to [0, height] (a copy)."""
+    out = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    out[:, 0::2] = out[:, 0::2].clip(0, width)
+    out[:, 1::2] = out[:, 1::2].clip(0, height)
+    return out
 
 
 def collate_detection(batch):

@@ -8,16 +8,21 @@ Perception ``rgb_k``, COCO ``image_id = k``); see docs/generator.md for merging 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import shutil
 import sys
 import time
+import uuid
 from dataclasses import asdict, replace
 
 import numpy as np
 from PIL import Image
 
-from synthgap import storage
+from synthgap import locks, storage
+from synthgap.errors import SynthgapError
 from synthgap.generate.classes import check_class_names, default_class_names, label_map, load_class_names
 from synthgap.data.png import encode_png
 from synthgap.generate.render import STYLES, Renderer
@@ -77,8 +82,16 @@ def _make_writer(format: str, out: str, labels: dict[int, str]):
 def generate(out: str, frames: int, format: str = "solo", seed: int = 0, width: int = 640, height: int = 480,
              classes: str | list[str] | None = None, shard: tuple[int, int] = (0, 1), style: str = "synthetic",
              objects_per_frame: tuple[int, int] | None = None, config: SceneConfig | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, replace_out: bool = False) -> dict:
     """Render frames ``shard_frames(frames, shard)`` of a ``frames``-frame dataset into ``out``.
+
+    One writer at a time: ``out`` is locked (`synthgap.locks`) and a second run into it fails at once,
+    naming the first. Shards of one plan (same everything but ``shard[0]``) may write into one folder
+    together; a shard whose plan differs from one already in ``out`` (``generator/generation.*.json``,
+    written when a run starts) is refused. ``replace_out`` writes into a new folder beside ``out`` and
+    swaps it in at the end, so ``out`` holds exactly this run's dataset (frames of an earlier or killed
+    run are gone) and, if this run fails, the old dataset is kept (local paths; on object stores the old
+    objects are deleted first).
 
     Args:
         out: output folder (local path or URI).
@@ -88,6 +101,7 @@ def generate(out: str, frames: int, format: str = "solo", seed: int = 0, width: 
         shard: (i, n): render frames k with k % n == i.
         style: ``synthetic`` (SynthDet randomizers, PNG) or ``target`` (photo-like stand-in, JPEG).
         objects_per_frame: (min, max) foreground slots per frame; overrides ``config``.
+        replace_out: replace whatever ``out`` holds (``synthgap generate --force``).
     Returns a summary dict (frames written, boxes, dropped instances, seconds, frames/s, paths).
     """
     if not isinstance(frames, (int, np.integer)) or isinstance(frames, bool) or frames < 1:
@@ -103,16 +117,45 @@ def generate(out: str, frames: int, format: str = "solo", seed: int = 0, width: 
     if objects_per_frame is not None:
         config = replace(config, objects_per_frame=tuple(objects_per_frame))
     labels = label_map(names)
-    renderer = Renderer(names, width=width, height=height, seed=seed, style=style, config=config)
     ext = "png" if style == "synthetic" else "jpg"
     tag = f"shard-{shard[0]}-of-{shard[1]}"
+    plan = {"generator": "synthgap.generate", "format": format, "style": style, "seed": seed, "width": width,
+            "height": height, "frames_total": frames, "shard": list(shard), "frames_written": len(indices),
+            "frame_rule": "frame k is written by shard k % n", "image_format": ext, "classes": names,
+            "config": json.loads(json.dumps(asdict(config)))}
+    sharded = shard[1] > 1 and not replace_out
+    with contextlib.ExitStack() as held:
+        held.enter_context(locks.lock_folder(out, "synthgap generate", shared=sharded))
+        if sharded:  # shards of one plan share the folder; one run per shard
+            held.enter_context(locks.lock_folder(out, f"synthgap generate --shard {shard[0]}/{shard[1]}", key=tag))
+            _check_same_plan(out, plan)
+        target = _new_folder_beside(out) if replace_out else out
+        try:
+            summary = _render(target, plan, tag, labels, Renderer(names, width=width, height=height, seed=seed,
+                                                                  style=style, config=config), indices, progress)
+        except BaseException:
+            if replace_out:
+                storage.remove(target)
+            raise
+        if replace_out:
+            _swap_in(target, out)
+    return {"out": str(out), "format": format, "style": style, "seed": seed, "frames_total": frames,
+            "shard": shard, "frames_written": len(indices), "classes": len(names), **summary}
+
+
+def _render(out: str, plan: dict, tag: str, labels: dict[int, str], renderer: Renderer, indices: range,
+            progress: bool) -> dict:
+    """Render and write the frames ``indices`` into ``out``; the plan first, per-frame statistics last."""
+    format, ext, frames = plan["format"], plan["image_format"], plan["frames_total"]
+    storage.write_json(storage.join(out, SIDE_FOLDER, f"generation.{tag}.json"), plan)
     writer = _make_writer(format, out, labels)
     stats_lines: list[str] = []
     n_boxes = n_dropped = 0
     start = time.perf_counter()
     from tqdm import tqdm
 
-    bar = tqdm(total=len(indices), desc=f"generate {style}", unit="frame", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=len(indices), desc=f"generate {plan['style']}", unit="frame", file=sys.stderr,
+               disable=not progress)
     try:
         for k in indices:
             rgb, inst, sample = renderer.render(k, frames)
@@ -137,16 +180,56 @@ def generate(out: str, frames: int, format: str = "solo", seed: int = 0, width: 
     writer.close()
     seconds = time.perf_counter() - start
     storage.write_text(storage.join(out, SIDE_FOLDER, f"frames.{tag}.jsonl"), "".join(s + "\n" for s in stats_lines))
-    storage.write_json(storage.join(out, SIDE_FOLDER, f"generation.{tag}.json"), {
-        "generator": "synthgap.generate", "format": format, "style": style, "seed": seed, "width": width,
-        "height": height, "frames_total": frames, "shard": list(shard), "frames_written": len(indices),
-        "frame_rule": "frame k is written by shard k % n", "image_format": ext, "classes": names,
-        "config": asdict(config),
-    })
-    return {"out": str(out), "format": format, "style": style, "seed": seed, "frames_total": frames,
-            "shard": shard, "frames_written": len(indices), "boxes": n_boxes, "dropped_instances": n_dropped,
-            "seconds": round(seconds, 3), "frames_per_second": round(len(indices) / seconds, 2) if seconds else None,
-            "classes": len(names)}
+    return {"boxes": n_boxes, "dropped_instances": n_dropped, "seconds": round(seconds, 3),
+            "frames_per_second": round(len(indices) / seconds, 2) if seconds else None}
+
+
+def _check_same_plan(out: str, plan: dict) -> None:
+    """Refuse a shard whose plan differs from a plan already in ``out`` (all but the shard index must agree)."""
+    def key(p: dict) -> dict:
+        return {k: v for k, v in p.items() if k not in ("shard", "frames_written")} | {"shards": p["shard"][1]}
+
+    for path in storage.glob(storage.join(out, SIDE_FOLDER, "generation.*.json")):
+        try:
+            other = storage.read_json(path)
+            same = key(other) == key(plan)
+        except (ValueError, KeyError, TypeError, IndexError):
+            same = False
+        if not same:
+            raise SynthgapError(f"{out} holds the output of another generate plan ({path}): shards written into one "
+                             "folder need the same frames, seed, format, style, size, classes and shard count; "
+                             "choose another --out, or --force to replace it")
+
+
+def _new_folder_beside(out: str) -> str:
+    """An empty folder to render into before it replaces ``out`` (named with this pid, so the next run can
+    remove it if this one is killed); object stores: ``out`` itself, emptied."""
+    if not storage.is_local(out):
+        storage.remove(out)
+        return out
+    parent = os.path.dirname(os.path.abspath(storage.local_path(out)))
+    os.makedirs(parent, exist_ok=True)
+    locks.remove_stale_temps(parent)
+    path = os.path.join(parent, f".synthgap-replace-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.mkdir(path)
+    return path
+
+
+def _swap_in(new: str, out: str) -> None:
+    """Put the finished folder ``new`` in place of ``out`` (two renames; the old tree is deleted after)."""
+    if new == out:
+        return
+    path = storage.local_path(out)
+    old = None
+    if os.path.lexists(path):
+        old = os.path.join(os.path.dirname(new), f".synthgap-old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.rename(path, old)
+    os.rename(new, path)
+    if old is not None:
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.unlink(old)
 
 
 def read_frame_stats(root: str) -> list[dict]:

@@ -4,6 +4,8 @@
     result = evaluate(samples, detections, label_map=ds.label_map)           # COCO protocol
     result = evaluate(coco_dict, detections, protocol="unity")               # datasetinsights protocol
     print(result.table()); result.stats["AP"]; result.per_class[3]["AP50"]
+    result = evaluate(samples, detections, errors=True, attributes=True)     # + why AP is lost
+    result.errors.dap["bkg"]; result.attributes["occlusion"]["bins"]        # TIDE dAP, AP by attribute
 
 See docs/metrics.md for both protocols and how they differ.
 """
@@ -13,9 +15,10 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from synthgap.metrics.coco import CocoParams, evaluate_coco
-from synthgap.metrics.inputs import (DETECTION_DTYPE, Detections, GroundTruth, detections_from_records,
-                                     ground_truth_from_coco, ground_truth_from_samples)
+from synthgap.metrics.inputs import (DETECTION_DTYPE, Detections, GroundTruth, detections_from_json,
+                                     detections_from_records, ground_truth_from_coco, ground_truth_from_samples)
 from synthgap.metrics.result import Matches, MetricsResult
+from synthgap.metrics.tide import ErrorBreakdown, evaluate_errors
 from synthgap.metrics.unity import evaluate_unity
 
 PROTOCOLS = ("coco", "unity")
@@ -33,7 +36,8 @@ def load_ground_truth(ground_truth: Any, label_map: Mapping[int, str] | None = N
 
 
 def evaluate(ground_truth: Sequence | Mapping | GroundTruth, detections: Any, protocol: str = "coco",
-             params: CocoParams | None = None, *, label_map: Mapping[int, str] | None = None) -> MetricsResult:
+             params: CocoParams | None = None, *, label_map: Mapping[int, str] | None = None,
+             errors: bool = False, attributes: bool = False, attributes_root: str | None = None) -> MetricsResult:
     """Score detections against ground truth.
 
     Args:
@@ -44,19 +48,35 @@ def evaluate(ground_truth: Sequence | Mapping | GroundTruth, detections: Any, pr
         protocol: ``"coco"`` (pycocotools' COCOeval, exact) or ``"unity"`` (datasetinsights' metrics).
         params: `CocoParams` (IoU thresholds, max detections, area ranges); None = COCO defaults.
         label_map: label id -> name, required with Samples (unless they come from a DetectionDataset).
+        errors: also compute TIDE's error breakdown (``result.errors``, `synthgap.metrics.tide`).
+        attributes: also compute AP by object attribute (``result.attributes``, `synthgap.metrics.attributes`);
+            needs Samples (image sizes, visible pixels). ``attributes_root``: the dataset folder, where the
+            generator's visible-pixel table lives.
 
     Raises:
         DatasetError (a ValueError) naming the record and field of a bad detection or annotation.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    samples = None
+    if attributes:
+        if isinstance(ground_truth, (Mapping, GroundTruth)):
+            raise ValueError("evaluate(..., attributes=True) needs Samples (image sizes), not a COCO dict")
+        if label_map is None:
+            label_map = getattr(ground_truth, "label_map", None)
+        samples = ground_truth = list(ground_truth)  # a reader parses on each access: read once
     gt = load_ground_truth(ground_truth, label_map)
     dt = detections if isinstance(detections, Detections) else detections_from_records(detections, gt)
     params = params or CocoParams()
-    if protocol == "coco":
-        return evaluate_coco(gt, dt, params)
-    return evaluate_unity(gt, dt, params)
+    result = evaluate_coco(gt, dt, params) if protocol == "coco" else evaluate_unity(gt, dt, params)
+    if errors:
+        result.errors = evaluate_errors(gt, dt)
+    if attributes:
+        from synthgap.metrics.attributes import evaluate_attributes
+        result.attributes = evaluate_attributes(samples, gt, dt, root=attributes_root, params=params)
+    return result
 
 
 __all__ = ["evaluate", "load_ground_truth", "CocoParams", "MetricsResult", "Matches", "GroundTruth",
-           "Detections", "DETECTION_DTYPE", "PROTOCOLS", "detections_from_records"]
+           "Detections", "DETECTION_DTYPE", "PROTOCOLS", "detections_from_records",
+           "detections_from_json", "ErrorBreakdown", "evaluate_errors"]

@@ -106,8 +106,13 @@ def box_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     return np.where(hit, inter / np.where(hit, union, 1.0), 0.0)
 
 
-def _group_rank(keys: np.ndarray) -> np.ndarray:
-    """Position of each element within its run of equal ``keys`` (keys already grouped)."""
+def group_rank(keys: np.ndarray) -> np.ndarray:
+    """Position (0, 1, 2, ...) of each element within its run of equal ``keys``.
+
+    ``keys`` must already be grouped (equal keys adjacent, e.g. sorted); ``group_rank([7, 7, 3, 3, 3])``
+    is ``[0, 1, 0, 1, 2]``. Both protocols use it to number detections within an (image, class) or
+    image group without a Python loop.
+    """
     n = len(keys)
     if n == 0:
         return np.zeros(0, np.int64)
@@ -145,7 +150,7 @@ def _match(gt: GroundTruth, dt: Detections, ev: np.ndarray, ekey: np.ndarray, th
     np.not_equal(pe[1:], pe[:-1], out=first[1:])
     cand = pe[first]
     pairs_per_cand = np.diff(np.append(np.flatnonzero(first), len(pe)))
-    step = _group_rank(ekey[cand])  # k-th candidate detection of its (image, class)
+    step = group_rank(ekey[cand])  # k-th candidate detection of its (image, class)
     row = np.repeat(np.arange(len(cand)), pairs_per_cand)
     order = np.argsort(np.repeat(step, pairs_per_cand), kind="stable")
     pg, iou, row = pg[order], iou[order], row[order]
@@ -181,8 +186,13 @@ def _match(gt: GroundTruth, dt: Detections, ev: np.ndarray, ekey: np.ndarray, th
     return cand, dtm
 
 
-def evaluate_coco(gt: GroundTruth, dt: Detections, params: CocoParams | None = None) -> MetricsResult:
-    """COCOeval bbox evaluation of ``dt`` against ``gt``; see the module docstring for the rules."""
+def evaluate_coco(gt: GroundTruth, dt: Detections, params: CocoParams | None = None, *,
+                  det_area: np.ndarray | None = None) -> MetricsResult:
+    """COCOeval bbox evaluation of ``dt`` against ``gt``; see the module docstring for the rules.
+
+    ``det_area`` (D,): the value each detection's area range test uses instead of w * h (NaN: never
+    outside); with ``gt.areas`` swapped for another per-box value this gives AP per bin of any
+    attribute (`synthgap.metrics.attributes`)."""
     p = params or CocoParams()
     thr_raw = np.asarray(p.iou_thresholds, np.float64)
     thr = np.minimum(thr_raw, 1 - 1e-10)
@@ -195,7 +205,7 @@ def evaluate_coco(gt: GroundTruth, dt: Detections, params: CocoParams | None = N
     # -- per (image, class): rank detections by score (stable), keep the top max(max_dets)
     dkey = dt.image * K + dt.category
     order = np.lexsort((-dt.scores, dkey))
-    rank_sorted = _group_rank(dkey[order])
+    rank_sorted = group_rank(dkey[order])
     ev = order[rank_sorted < max_dets[-1]]            # evaluated detections, grouped by (image, class)
     ev_rank = rank_sorted[rank_sorted < max_dets[-1]]
     ekey = dkey[ev]
@@ -204,7 +214,7 @@ def evaluate_coco(gt: GroundTruth, dt: Detections, params: CocoParams | None = N
     cand, dtm = _match(gt, dt, ev, ekey, thr, gt_ig)
 
     # -- per evaluated detection: area outside each range (ignored when unmatched)
-    det_area = dt.boxes[ev, 2] * dt.boxes[ev, 3]
+    det_area = dt.boxes[ev, 2] * dt.boxes[ev, 3] if det_area is None else np.asarray(det_area, np.float64)[ev]
     det_out = (det_area[:, None] < area_lo) | (det_area[:, None] > area_hi)   # (E, A)
     cand_row = np.full(len(ev), -1, np.int64)
     cand_row[cand] = np.arange(len(cand))

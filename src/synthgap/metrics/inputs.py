@@ -2,7 +2,12 @@
 
 Both protocols work on these arrays, never on per-record dicts. Boxes are **xywh float64 pixels**
 (COCO ``bbox`` and `Sample.boxes` alike). Images and categories are stored as indices into the sorted
-unique ids (``image_ids``, ``category_ids``), as COCOeval's ``imgIds``/``catIds`` are.
+unique ids (``image_ids``, ``category_ids``), as COCOeval's ``imgIds``/``catIds`` are. Ids of any size are
+read (datasetinsights' COCO converter writes 128-bit uuid ints): the id arrays are int64 when every id fits,
+else dtype=object holding the Python ints (`synthgap.data.sample.id_array`), and are written back unchanged.
+
+A results file is streamed (`detections_from_json`): records are parsed and turned into columns in batches,
+so memory stays a small multiple of the arrays (~56 bytes a detection), not of ``json.load``'s objects.
 
 Detections come as a COCO results list (``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``)
 or as a numpy structured array of `DETECTION_DTYPE`. Bad input raises `DatasetError` naming the record
@@ -17,9 +22,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from synthgap import storage
 from synthgap.data.errors import DatasetError
-from synthgap.data.sample import Sample
+from synthgap.data.sample import Sample, id_array
 
+# Records parsed and checked at a time when reading detections: bounds the per-record Python objects alive.
+DETECTION_BATCH = 1 << 16
 # The structured form of detections: one row per detection, bbox xywh pixels.
 DETECTION_DTYPE = np.dtype([("image_id", np.int64), ("category_id", np.int64), ("bbox", np.float64, (4,)),
                             ("score", np.float64)])
@@ -29,7 +37,8 @@ DETECTION_DTYPE = np.dtype([("image_id", np.int64), ("category_id", np.int64), (
 class GroundTruth:
     """Ground-truth boxes as flat arrays, rows ordered by image (in the order given) then source order.
 
-    ``image_ids``/``category_ids`` are sorted unique ids; ``image``/``category`` index into them.
+    ``image_ids``/``category_ids`` are sorted unique ids (int64, or object Python ints when one does not fit);
+    ``image``/``category`` (int64) index into them.
     ``areas`` is the annotated area (COCO ``area``), w * h where the source has none.
     ``ids`` are COCO annotation ids (a Sample's integer ``instance_ids``, else a running 1-based index).
     Row order is the source's stream order (datasetinsights orders classes by first appearance in it).
@@ -71,23 +80,23 @@ def ground_truth_from_samples(samples: Sequence[Sample], label_map: Mapping[int,
         raise ValueError("evaluate(samples, ...) needs label_map= (label id -> name); its keys are the classes "
                          "evaluated")
     samples = list(samples)  # a reader parses a Sample on each access: read each one once
-    image_ids = np.fromiter((int(s.image_id) for s in samples), dtype=np.int64, count=len(samples))
+    image_ids = id_array([s.image_id for s in samples])
     uniq, counts = np.unique(image_ids, return_counts=True)
     if (counts > 1).any():
-        dup = int(uniq[counts > 1][0])
+        dup = uniq[counts > 1][0]
         first = int(np.flatnonzero(image_ids == dup)[1])
-        raise DatasetError(f"image_id {dup} appears more than once", record=f"samples[{first}]", field="image_id",
-                           kind="duplicate_image_id")
+        raise DatasetError(f"image_id {int(dup)} appears more than once", record=f"samples[{first}]",
+                           field="image_id", kind="duplicate_image_id")
     n_boxes = np.fromiter((len(s.boxes) for s in samples), dtype=np.int64, count=len(samples))
     if len(samples) and n_boxes.sum():
         boxes = np.concatenate([s.boxes for s in samples])
-        labels = np.concatenate([s.labels for s in samples])
+        labels = id_array(np.concatenate([s.labels for s in samples]))
         iscrowd = np.concatenate([s.iscrowd for s in samples])
         areas = np.concatenate([s.box_areas for s in samples])
     else:
         boxes, labels = np.zeros((0, 4)), np.zeros(0, np.int64)
         iscrowd, areas = np.zeros(0, bool), np.zeros(0)
-    category_ids = np.unique(np.fromiter(label_map.keys(), dtype=np.int64, count=len(label_map)))
+    category_ids = np.unique(id_array([int(k) for k in label_map]))
     category = _index_of(category_ids, labels)
     if (category < 0).any():
         i = int(np.flatnonzero(category < 0)[0])
@@ -95,7 +104,7 @@ def ground_truth_from_samples(samples: Sequence[Sample], label_map: Mapping[int,
         raise DatasetError(f"label id {int(labels[i])} is not in the label map", record=f"samples[{sample}]",
                            field="labels", kind="unknown_label")
     _check_boxes(boxes, "ground truth box", allow_zero=True)
-    image_index = np.searchsorted(uniq, image_ids)
+    image_index = _index_of(uniq, image_ids)
     return GroundTruth(
         image_ids=uniq, category_ids=category_ids,
         category_names={int(k): str(label_map[k]) for k in category_ids.tolist()},
@@ -108,7 +117,7 @@ def _instance_ids(samples: Sequence[Sample], n: int) -> np.ndarray:
     """The samples' integer instance ids (COCO annotation ids from the COCO reader), else 1..n."""
     ids = [i for s in samples for i in s.instance_ids]
     if len(ids) == n and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
-        return np.asarray(ids, dtype=np.int64).reshape(n)
+        return id_array([int(i) for i in ids])
     return np.arange(1, n + 1, dtype=np.int64)
 
 
@@ -126,8 +135,8 @@ def ground_truth_from_coco(data: Mapping[str, Any]) -> GroundTruth:
     cats = {}
     for i, c in enumerate(data["categories"]):
         cats[_int_field(c, "id", f"categories[{i}]")] = str(c.get("name", "")) if isinstance(c, Mapping) else ""
-    image_ids = np.unique(np.asarray(image_list, dtype=np.int64))
-    category_ids = np.unique(np.asarray(list(cats), dtype=np.int64))
+    image_ids = np.unique(id_array(image_list))
+    category_ids = np.unique(id_array(list(cats)))
     img, cat, ids, boxes, crowd, areas = _annotation_columns(data["annotations"])
     image = _index_of(image_ids, img)
     category = _index_of(category_ids, cat)
@@ -168,28 +177,30 @@ def _annotation_columns(anns: Sequence) -> tuple[np.ndarray, ...]:
         boxes = np.array([a["bbox"] for a in anns])
         crowd = np.array([a.get("iscrowd", 0) for a in anns])
         areas = np.array([a.get("area") for a in anns], dtype=np.float64)
-        ok = (img.dtype.kind in "iu" and cat.dtype.kind in "iu" and ids.dtype.kind in "iu"
+        ok = (img.dtype.kind == "i" and cat.dtype.kind == "i" and ids.dtype.kind == "i"
               and boxes.dtype.kind in "iuf" and boxes.shape == (n, 4) and crowd.dtype.kind in "biu"
               and crowd.shape == (n,) and areas.shape == (n,))
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         ok = False
-    if not ok:
+    if not ok:  # check record by record, naming the first bad one; ids of any size pass
+        cols: tuple[list, ...] = ([], [], [], [], [], [])
         for i, a in enumerate(anns):
             rec = f"annotations[{i}]"
-            _int_field(a, "image_id", rec)
-            _int_field(a, "category_id", rec)
-            _int_field(a, "id", rec)
-            _box_field(a, rec)
-            if a.get("area") is not None:
-                _number(a["area"], rec, "area")
-            if not isinstance(a.get("iscrowd", 0), (int, bool, np.integer)):
+            cols[0].append(_int_field(a, "image_id", rec))
+            cols[1].append(_int_field(a, "category_id", rec))
+            cols[2].append(_int_field(a, "id", rec))
+            cols[3].append(_box_field(a, rec))
+            cols[4].append(a.get("iscrowd", 0))
+            cols[5].append(math.nan if a.get("area") is None else _number(a["area"], rec, "area"))
+            if isinstance(cols[4][-1], float) or not isinstance(cols[4][-1], (int, bool, np.integer)):
                 raise DatasetError(f"'iscrowd' must be 0 or 1, got {a['iscrowd']!r}", record=rec, field="iscrowd",
                                    kind="bad_type")
-        raise DatasetError("annotations are not a uniform list of records", kind="bad_type")  # pragma: no cover
+        img, cat, ids = id_array(cols[0]), id_array(cols[1]), id_array(cols[2])
+        boxes, crowd, areas = np.array(cols[3]).reshape(n, 4), np.array(cols[4]), np.array(cols[5], np.float64)
     boxes = boxes.astype(np.float64)
     missing = np.isnan(areas)  # no "area" (or null): w * h, as Sample.box_areas
     areas[missing] = boxes[missing, 2] * boxes[missing, 3]
-    return img.astype(np.int64), cat.astype(np.int64), ids.astype(np.int64), boxes, crowd.astype(bool), areas
+    return id_array(img), id_array(cat), id_array(ids), boxes, crowd.astype(bool), areas
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -206,54 +217,115 @@ def detections_from_records(records: Any, gt: GroundTruth) -> Detections:
         scores = np.asarray(records["score"], dtype=np.float64).reshape(-1)
         if image_ids.dtype.kind not in "iu" or category_ids.dtype.kind not in "iu":
             raise ValueError("detections array: image_id and category_id must be integer fields")
-    else:
-        if not isinstance(records, Sequence) or isinstance(records, (str, bytes, Mapping)):
-            raise DatasetError(f"detections must be a list of records, got {type(records).__name__}",
-                               kind="bad_type")
-        image_ids, category_ids, boxes, scores = _columns(records)
+        return Detections(*_checked(gt, id_array(image_ids), id_array(category_ids), boxes, scores, 0))
+    if not isinstance(records, Sequence) or isinstance(records, (str, bytes, Mapping)):
+        raise DatasetError(f"detections must be a list of records, got {type(records).__name__}",
+                           kind="bad_type")
+    return _concat(_checked(gt, *_columns(records[i:i + DETECTION_BATCH], i), i)
+                   for i in range(0, len(records), DETECTION_BATCH))
+
+
+def detections_from_json(uri: str, gt: GroundTruth, batch: int = DETECTION_BATCH) -> Detections:
+    """Read detections from a JSON file: a COCO results list, streamed ``batch`` records at a time (memory
+    ~ the result arrays, whatever the file size), or a COCO dict whose ``annotations`` are the results.
+
+    Raises `DatasetError` naming the file, the record (``detections[i]``) and the field.
+    """
+    def batches():
+        records: list = []
+        for record in storage.iter_json_array(uri):
+            records.append(record)
+            if len(records) == batch:
+                yield records
+                records = []
+        yield records
+
+    def checked():
+        offset = 0
+        for records in batches():
+            yield _checked(gt, *_columns(records, offset), offset)
+            offset += len(records)
+
+    try:
+        try:
+            return _concat(checked())
+        except DatasetError as e:
+            if e.kind != "not_a_json_array":
+                raise
+        data = storage.read_json(uri)  # not a list: a COCO dict with the results as its annotations
+        if isinstance(data, Mapping) and "annotations" in data:
+            data = data["annotations"]
+        return detections_from_records(data, gt)
+    except DatasetError as e:
+        if e.file is not None:
+            raise
+        raise DatasetError(e.message, file=str(uri), record=e.record, field=e.field, kind=e.kind) from None
+
+
+def _concat(parts) -> Detections:
+    """One `Detections` from an iterable of (image, category, boxes, scores) parts, one column at a time
+    (peak memory: the parts plus the largest column, not twice everything)."""
+    cols: list[list[np.ndarray]] = [[], [], [], []]
+    for part in parts:
+        for col, values in zip(cols, part):
+            col.append(values)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
+    out = []
+    for k in range(4):
+        out.append(np.concatenate(cols[k]) if cols[k] else empty[k])
+        cols[k] = []
+    return Detections(*out)
+
+
+def _checked(gt: GroundTruth, image_ids: np.ndarray, category_ids: np.ndarray, boxes: np.ndarray,
+             scores: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image index, category index, boxes, scores) of detections numbered from ``offset``, checked
+    against ``gt`` (unknown ids, non-finite scores, negative sizes name ``detections[i]``)."""
     image = _index_of(gt.image_ids, image_ids)
     category = _index_of(gt.category_ids, category_ids)
     if len(scores) and not np.isfinite(scores).all():
         i = int(np.flatnonzero(~np.isfinite(scores))[0])
-        raise DatasetError(f"score {scores[i]} is not finite", record=f"detections[{i}]", field="score",
+        raise DatasetError(f"score {scores[i]} is not finite", record=f"detections[{offset + i}]", field="score",
                            kind="bad_value")
-    _check_boxes(boxes, "detection", allow_zero=True, prefix="detections")
+    _check_boxes(boxes, "detection", allow_zero=True, prefix="detections", offset=offset)
     for index, ids, name, where in ((image, image_ids, "image_id", "images"),
                                     (category, category_ids, "category_id", "categories")):
         if (index < 0).any():
             i = int(np.flatnonzero(index < 0)[0])
             raise DatasetError(f"{name} {int(ids[i])} is not among the ground truth's {where}",
-                               record=f"detections[{i}]", field=name, kind="unknown_" + name[:-3])
-    return Detections(image=image, category=category, boxes=boxes, scores=scores)
+                               record=f"detections[{offset + i}]", field=name, kind="unknown_" + name[:-3])
+    return image, category, boxes, scores
 
 
-def _columns(records: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Four columns of a results list; a fast path, then a record-by-record check to name a bad record."""
+def _columns(records: Sequence, offset: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Four columns of a results list (ids via `id_array`); a fast path, then a record-by-record check
+    that names the first bad record (``detections[offset + i]``)."""
     n = len(records)
-    try:
-        image_ids = np.array([r["image_id"] for r in records])
-        category_ids = np.array([r["category_id"] for r in records])
-        boxes = np.array([r["bbox"] for r in records])
-        scores = np.array([r["score"] for r in records])
-        image_ids, category_ids = _integral(image_ids), _integral(category_ids)
-        ok = (image_ids.dtype.kind in "iu" and category_ids.dtype.kind in "iu" and boxes.dtype.kind in "iuf"
-              and boxes.shape == (n, 4) and scores.dtype.kind in "iuf" and scores.shape == (n,))
-    except (KeyError, TypeError, ValueError, IndexError):
-        ok = False
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0)
-    if not ok:
-        for i, r in enumerate(records):
-            rec = f"detections[{i}]"
-            _int_field(r, "image_id", rec)
-            _int_field(r, "category_id", rec)
-            _box_field(r, rec)
-            if "score" not in r:
-                raise DatasetError("missing key 'score'", record=rec, field="score", kind="missing_key")
-            _number(r["score"], rec, "score")
-        raise DatasetError("detections are not a uniform list of records", kind="bad_type")  # pragma: no cover
-    return (image_ids.astype(np.int64), category_ids.astype(np.int64), boxes.astype(np.float64),
-            scores.astype(np.float64))
+    try:
+        image_ids = _integral(np.array([r["image_id"] for r in records]))
+        category_ids = _integral(np.array([r["category_id"] for r in records]))
+        boxes = np.array([r["bbox"] for r in records])
+        scores = np.array([r["score"] for r in records])
+        ok = (image_ids.dtype.kind == "i" and category_ids.dtype.kind == "i" and boxes.dtype.kind in "iuf"
+              and boxes.shape == (n, 4) and scores.dtype.kind in "iuf" and scores.shape == (n,))
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+        ok = False
+    if ok:
+        return (image_ids.astype(np.int64), category_ids.astype(np.int64), boxes.astype(np.float64),
+                scores.astype(np.float64))
+    cols: tuple[list, ...] = ([], [], [], [])
+    for i, r in enumerate(records):  # ids of any size pass here (uint64, 128-bit)
+        rec = f"detections[{offset + i}]"
+        cols[0].append(_int_field(r, "image_id", rec))
+        cols[1].append(_int_field(r, "category_id", rec))
+        cols[2].append(_box_field(r, rec))
+        if "score" not in r:
+            raise DatasetError("missing key 'score'", record=rec, field="score", kind="missing_key")
+        cols[3].append(_number(r["score"], rec, "score"))
+    return (id_array(cols[0]), id_array(cols[1]), np.array(cols[2], np.float64).reshape(n, 4),
+            np.array(cols[3], np.float64))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -268,15 +340,18 @@ def _integral(ids: np.ndarray) -> np.ndarray:
 
 
 def _index_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Index of each id in ``sorted_ids``, -1 where absent."""
-    ids = np.asarray(ids, dtype=np.int64)
+    """Index of each id in ``sorted_ids``, -1 where absent; ids of any size (object arrays) by lookup."""
+    ids = id_array(ids)
     if len(sorted_ids) == 0:
         return np.full(len(ids), -1, np.int64)
+    if sorted_ids.dtype == object or ids.dtype == object:
+        lookup = {int(v): k for k, v in enumerate(sorted_ids.tolist())}
+        return np.fromiter((lookup.get(v, -1) for v in ids.tolist()), np.int64, len(ids))
     pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
     return np.where(sorted_ids[pos] == ids, pos, -1)
 
 
-def _check_boxes(boxes: np.ndarray, what: str, *, allow_zero: bool, prefix: str = "") -> None:
+def _check_boxes(boxes: np.ndarray, what: str, *, allow_zero: bool, prefix: str = "", offset: int = 0) -> None:
     if not len(boxes):
         return
     bad = ~np.isfinite(boxes).all(axis=1)
@@ -285,9 +360,10 @@ def _check_boxes(boxes: np.ndarray, what: str, *, allow_zero: bool, prefix: str 
         bad = (boxes[:, 2:] < 0).any(axis=1) if allow_zero else (boxes[:, 2:] <= 0).any(axis=1)
         kind, problem = "box_non_positive", "has a negative width or height"
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+        i = int(np.flatnonzero(bad)[0]) + offset
         record = f"{prefix}[{i}]" if prefix else f"{what} {i}"
-        raise DatasetError(f"bbox {boxes[i].tolist()} (xywh) {problem}", record=record, field="bbox", kind=kind)
+        raise DatasetError(f"bbox {boxes[i - offset].tolist()} (xywh) {problem}", record=record, field="bbox",
+                           kind=kind)
 
 
 def _int_field(obj: Any, key: str, record: str) -> int:
@@ -306,9 +382,14 @@ def _int_field(obj: Any, key: str, record: str) -> int:
 def _number(value: Any, record: str, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise DatasetError(f"'{key}' must be a number, got {value!r}", record=record, field=key, kind="bad_type")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float64 (1e308), e.g. 10**400
+        raise DatasetError(f"'{key}' {str(value)[:20]}... ({len(str(value))} digits) is too large for a number",
+                           record=record, field=key, kind="bad_value") from None
+    if not math.isfinite(number):
         raise DatasetError(f"'{key}' {value} is not finite", record=record, field=key, kind="bad_value")
-    return float(value)
+    return number
 
 
 def _box_field(obj: Mapping, record: str) -> list[float]:

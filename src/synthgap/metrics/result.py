@@ -89,6 +89,8 @@ class MetricsResult:
         scores: COCO: [T, R, K, A, M] score at each recall threshold; None for unity.
         category_ids: (K,) label ids, the K axis of the arrays.
         matches: per-detection / per-box match results (`Matches`).
+        errors: TIDE error breakdown (`synthgap.metrics.tide.ErrorBreakdown`) or None.
+        attributes: AP / recall by object attribute bin (`synthgap.metrics.attributes`) or None.
     """
 
     protocol: str
@@ -101,15 +103,24 @@ class MetricsResult:
     recall: np.ndarray | None = None
     scores: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    errors: Any = None        # synthgap.metrics.tide.ErrorBreakdown, from evaluate(..., errors=True)
+    attributes: dict[str, Any] | None = None  # synthgap.metrics.attributes output, from evaluate(..., attributes=True)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary: protocol, params, stats, per-class numbers (arrays are left out)."""
-        return {"protocol": self.protocol, "params": self.params,
-                "stats": {k: float(v) for k, v in self.stats.items()},
-                "per_class": {str(k): {m: _jsonable(v) for m, v in d.items()} for k, d in self.per_class.items()}}
+        """JSON-ready summary: protocol, params, stats, per-class numbers (arrays are left out); plus
+        ``errors`` (TIDE breakdown) and ``attributes`` (AP by object attribute) when they were computed."""
+        out = {"protocol": self.protocol, "params": self.params,
+               "stats": {k: float(v) for k, v in self.stats.items()},
+               "per_class": {str(k): {m: _jsonable(v) for m, v in d.items()} for k, d in self.per_class.items()}}
+        if self.errors is not None:
+            out["errors"] = self.errors.to_dict()
+        if self.attributes is not None:
+            out["attributes"] = self.attributes
+        return out
 
     def table(self) -> str:
-        """Readable text: the summary stats, then one row per class ("n/a" / "-": no ground truth)."""
+        """Readable text: the summary stats, then one row per class ("n/a" / "-": no ground truth); then the
+        TIDE error breakdown and AP by attribute when they were computed."""
         lines = [f"{self.protocol} protocol"]
         width = max(len(k) for k in self.stats) if self.stats else 4
         for k, v in self.stats.items():
@@ -122,7 +133,37 @@ class MetricsResult:
             for k, d in self.per_class.items():
                 lines.append(f"  {k:>5}  {str(d['name']):<{name_w}}"
                              + "".join(f"  {_fmt(d[m]):>8}" for m in metrics))
+        if self.errors is not None:
+            lines += ["", self.errors.table()]
+        if self.attributes is not None:
+            from synthgap.metrics.attributes import attributes_table
+            lines += ["", "AP by object attribute (COCO AP@[.5:.95], AP50, AR100 per bin)",
+                      attributes_table(self.attributes)]
         return "\n".join(lines)
+
+    def per_class_ap(self) -> dict[int, float]:
+        """Label id -> the class's AP (COCO: AP@[.5:.95]; unity: AP at its main IoU), NaN where the class
+        has no ground truth."""
+        return {k: math.nan if d.get("AP") is None else float(d["AP"]) for k, d in self.per_class.items()}
+
+    def pr_curves(self, iou: float = 0.5) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Label id -> (recall grid, precision) at the evaluated IoU threshold nearest ``iou``, all areas, the
+        largest max-detections; classes without ground truth are left out. Empty for the unity protocol,
+        which has no precision array."""
+        if self.precision is None:
+            return {}
+        precision = np.asarray(self.precision)  # [T, R, K, A, M]
+        thresholds = np.asarray(self.params.get("iou_thresholds", np.linspace(0.5, 0.95, 10)), np.float64)
+        t = int(np.argmin(np.abs(thresholds - iou)))
+        recall = np.asarray(self.params.get("rec_thresholds", ()), np.float64)
+        if len(recall) != precision.shape[1]:
+            recall = np.linspace(0.0, 1.0, precision.shape[1])
+        curves = {}
+        for k, label in enumerate(int(i) for i in self.category_ids):
+            p = precision[t, :, k, 0, -1]
+            if (p > -1).any():
+                curves[label] = (recall, np.clip(p, 0.0, 1.0))
+        return curves
 
     def __repr__(self) -> str:
         body = ", ".join(f"{k}={_fmt(v)}" for k, v in self.stats.items())

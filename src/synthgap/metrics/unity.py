@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from synthgap.metrics.coco import CocoParams, _group_rank
+from synthgap.metrics.coco import CocoParams, group_rank
 from synthgap.metrics.inputs import Detections, GroundTruth
 from synthgap.metrics.result import Matches, MetricsResult
 
@@ -50,7 +50,7 @@ def evaluate_unity(gt: GroundTruth, dt: Detections, params: CocoParams | None = 
 
     # -- per image: score order (stable), capped across classes
     order = np.lexsort((-dt.scores, dt.image))
-    rank_sorted = _group_rank(dt.image[order])
+    rank_sorted = group_rank(dt.image[order])
     kept = order[rank_sorted < p.unity_max_dets]
     kept_rank = rank_sorted[rank_sorted < p.unity_max_dets]
 
@@ -61,7 +61,7 @@ def evaluate_unity(gt: GroundTruth, dt: Detections, params: CocoParams | None = 
     if len(has):
         o = has[np.lexsort((kept_rank[has], best_gt[has]))]
         v = valid[o]
-        run = _group_rank(best_gt[o])
+        run = group_rank(best_gt[o])
         starts = np.flatnonzero(run == 0)
         csum = np.cumsum(v, axis=0)
         before = np.repeat(np.vstack([np.zeros((1, T), np.int64), csum[starts[1:] - 1]]),
@@ -143,7 +143,7 @@ def _tps_first_on_ties(tp: np.ndarray, cat: np.ndarray, score: np.ndarray) -> np
     starts = np.flatnonzero(new_block)
     lengths = np.diff(np.append(starts, n))
     n_tp = np.add.reduceat(tp.astype(np.int64), starts, axis=0)
-    pos = _group_rank(np.cumsum(new_block))
+    pos = group_rank(np.cumsum(new_block))
     return pos[:, None] < np.repeat(n_tp, lengths, axis=0)
 
 

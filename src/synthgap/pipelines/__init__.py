@@ -12,7 +12,7 @@ from synthgap import __version__
 IMAGE_REPOSITORY = "synthgap/synthgap"
 DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
 
-# Where the pipeline's PersistentVolumeClaim is mounted in every pod (the seed's DATA_PATH).
+# Where the pipeline's PersistentVolumeClaim is mounted in every pod (datasetinsights' DATA_PATH).
 DATA_PATH = "/data"
 
 # pipeline name -> file name stem of its compiled YAML under pipelines/compiled/.
@@ -22,6 +22,15 @@ PIPELINE_NAMES = (
     "train_on_synthetic_and_real_dataset",
     "generate_and_train",
     "evaluate_the_model",
+    "train_and_evaluate_combined",
 )
 
-__all__ = ["IMAGE_REPOSITORY", "DEFAULT_IMAGE", "DATA_PATH", "PIPELINE_NAMES"]
+# GPUs per train/evaluate pod, fixed when compiling (`synthgap pipelines compile --gpus N`): KFP v2 backends
+# that do not resolve a run-time accelerator count schedule the pod without GPUs. datasetinsights' values.
+DEFAULT_GPUS = {name: 8 if name == "train_on_synthdet_sample" else 1 for name in PIPELINE_NAMES}
+
+# Size cap of the memory-backed /dev/shm mounted in train/evaluate pods (a pod's default is 64 MB, too
+# little for DataLoader workers); it counts against the pod's memory limit.
+SHM_SIZE = "16Gi"
+
+__all__ = ["IMAGE_REPOSITORY", "DEFAULT_IMAGE", "DATA_PATH", "PIPELINE_NAMES", "DEFAULT_GPUS", "SHM_SIZE"]

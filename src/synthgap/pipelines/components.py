@@ -5,12 +5,18 @@ and the same pipeline must run locally and on a cluster. Each body only imports
 `synthgap.pipelines.steps` and calls it: KFP ships the function's source to the pod, where the
 image (`DEFAULT_IMAGE`, overridden per run by the pipelines' ``docker`` parameter) already has
 synthgap and kfp installed, hence ``install_kfp_package=False`` (no pip at run time).
+
+What the KFP UI shows: the train steps emit an ``Output[Metrics]`` (the last validation's COCO stats,
+best validation AP, images/s); the evaluate step emits an ``Output[Metrics]`` (``coco_*``: the 12 COCO
+stats, ``unity_*``: datasetinsights' metrics), an ``Output[Markdown]`` summary (stats and per-class
+tables) and an ``Output[HTML]`` (``synthgap report`` of the evaluation) in the run's Visualizations.
 """
 
 # No `from __future__ import annotations` here: kfp reads the type annotations as types.
 from typing import List
 
 from kfp import dsl
+from kfp.dsl import HTML, Markdown, Metrics, Output
 
 from synthgap.pipelines import DEFAULT_IMAGE
 
@@ -61,34 +67,48 @@ def gather_shards(shard_dirs: List[str]) -> str:
 
 @component
 def train(config: str, train_data: str, val_data: str, checkpoint_dir: str, tb_log_dir: str,
-          checkpoint_file: str, overrides: List[str], num_gpus: int) -> str:
+          checkpoint_file: str, overrides: List[str], num_gpus: int, metrics: Output[Metrics]) -> str:
     """Train in this pod (torchrun over its GPUs when num_gpus > 1); returns the best (else last) checkpoint."""
     from synthgap.pipelines import steps
 
-    return steps.train(config=config, train_data=train_data, val_data=val_data, checkpoint_dir=checkpoint_dir,
-                       tb_log_dir=tb_log_dir, checkpoint_file=checkpoint_file, overrides=overrides,
-                       num_gpus=num_gpus)
+    checkpoint = steps.train(config=config, train_data=train_data, val_data=val_data, checkpoint_dir=checkpoint_dir,
+                             tb_log_dir=tb_log_dir, checkpoint_file=checkpoint_file, overrides=overrides,
+                             num_gpus=num_gpus)
+    for name, value in steps.training_metrics(checkpoint_dir).items():
+        metrics.log_metric(name, value)
+    return checkpoint
 
 
 @component
 def train_pytorchjob(image: str, config: str, train_data: str, val_data: str, checkpoint_dir: str,
                      tb_log_dir: str, checkpoint_file: str, overrides: List[str], num_workers: int,
-                     num_gpus: int, pvc_name: str, mount_path: str, memory_limit: str) -> str:
+                     num_gpus: int, pvc_name: str, mount_path: str, memory_limit: str,
+                     metrics: Output[Metrics]) -> str:
     """Train on num_workers pods through a Training Operator PyTorchJob; returns the best/last checkpoint."""
     from synthgap.pipelines import steps
 
-    return steps.train_pytorchjob(image=image, config=config, train_data=train_data, val_data=val_data,
-                                  checkpoint_dir=checkpoint_dir, tb_log_dir=tb_log_dir,
-                                  checkpoint_file=checkpoint_file, overrides=overrides,
-                                  num_workers=num_workers, num_gpus=num_gpus, pvc_name=pvc_name,
-                                  mount_path=mount_path, memory_limit=memory_limit)
+    checkpoint = steps.train_pytorchjob(image=image, config=config, train_data=train_data, val_data=val_data,
+                                        checkpoint_dir=checkpoint_dir, tb_log_dir=tb_log_dir,
+                                        checkpoint_file=checkpoint_file, overrides=overrides,
+                                        num_workers=num_workers, num_gpus=num_gpus, pvc_name=pvc_name,
+                                        mount_path=mount_path, memory_limit=memory_limit)
+    for name, value in steps.training_metrics(checkpoint_dir).items():
+        metrics.log_metric(name, value)
+    return checkpoint
 
 
 @component
 def evaluate(config: str, checkpoint_file: str, test_data: str, output: str, tb_log_dir: str,
-             overrides: List[str], num_gpus: int) -> str:
+             overrides: List[str], num_gpus: int, metrics: Output[Metrics], summary: Output[Markdown],
+             report: Output[HTML]) -> str:
     """Evaluate a checkpoint on a test set; returns the output folder (metrics_<protocol>.json)."""
     from synthgap.pipelines import steps
 
-    return steps.evaluate(config=config, checkpoint_file=checkpoint_file, test_data=test_data, output=output,
+    done = steps.evaluate(config=config, checkpoint_file=checkpoint_file, test_data=test_data, output=output,
                           tb_log_dir=tb_log_dir, overrides=overrides, num_gpus=num_gpus)
+    for name, value in steps.evaluation_metrics(done).items():
+        metrics.log_metric(name, value)
+    with open(summary.path, "w", encoding="utf-8") as f:
+        f.write(steps.evaluation_markdown(done, checkpoint_file, test_data))
+    steps.evaluation_report(done, test_data, report.path)
+    return done

@@ -23,6 +23,10 @@ import time
 from typing import Optional, Sequence
 
 GROUP, VERSION, PLURAL, KIND = "kubeflow.org", "v1", "pytorchjobs", "PyTorchJob"
+# DataLoader workers pass batches through /dev/shm, which is 64 MB in a pod unless a memory-backed
+# emptyDir is mounted there (a worker then dies with "bus error" / "DataLoader worker killed").
+SHM_VOLUME = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
+SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -51,12 +55,14 @@ def pytorchjob_manifest(
     mount_path: str = "/data",
     namespace: Optional[str] = None,
     memory_limit: Optional[str] = None,
+    shm_size: Optional[str] = None,
 ) -> dict:
     """A PyTorchJob with one Master and ``num_workers - 1`` Workers, each running ``synthgap train``.
 
     ``gpus_per_worker`` GPUs (``nvidia.com/gpu`` limit) per pod and as many processes per pod
     (one process per pod on CPU). ``pvc_name`` is mounted at ``mount_path`` in every pod; a
-    multi-node job needs a ReadWriteMany volume (or all pods on one node) to share it.
+    multi-node job needs a ReadWriteMany volume (or all pods on one node) to share it. Every pod gets
+    a memory-backed ``/dev/shm`` of up to ``shm_size`` (counted against the pod's memory limit).
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -74,10 +80,14 @@ def pytorchjob_manifest(
         limits["memory"] = memory_limit
     if limits:
         container["resources"] = {"limits": limits}
-    pod_spec: dict = {"containers": [container]}
+    shm = json.loads(json.dumps(SHM_VOLUME))
+    if shm_size:
+        shm["emptyDir"]["sizeLimit"] = shm_size
+    container["volumeMounts"] = [dict(SHM_MOUNT)]
+    pod_spec: dict = {"containers": [container], "volumes": [shm]}
     if pvc_name:
-        container["volumeMounts"] = [{"name": "data", "mountPath": mount_path}]
-        pod_spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": pvc_name}}]
+        container["volumeMounts"].append({"name": "data", "mountPath": mount_path})
+        pod_spec["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": pvc_name}})
 
     def replica(count: int) -> dict:
         return {"replicas": count, "restartPolicy": "OnFailure",

@@ -8,6 +8,7 @@ in, so the step uses the synthgap installed next to it (the image's, or the loca
 
 from __future__ import annotations
 
+import math
 import shlex
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import uuid
 from typing import Optional, Sequence
 
 from synthgap import storage
+from synthgap.pipelines import SHM_SIZE
 
 
 def run_synthgap(args: Sequence[str], launcher: Sequence[str] = ()) -> None:
@@ -73,9 +75,11 @@ def generate_shard(out: str, frames: int, seed: int, shard: int, num_shards: int
 
 def train_args(*, config: str, train_data: str, val_data: str, checkpoint_dir: str, tb_log_dir: str,
                checkpoint_file: str = "", overrides: Sequence[str] = (), num_gpus: int = 0) -> list[str]:
-    """The ``synthgap train`` arguments; ``num_gpus == 0`` adds ``--no-cuda``."""
+    """The ``synthgap train`` arguments; ``num_gpus == 0`` adds ``--no-cuda``. The run's summary goes to
+    ``CHECKPOINT_DIR/summary.json`` (shared storage: a PyTorchJob's rank 0 writes it, the step reads it)."""
     args = ["train", "--config", config, "--train-data", train_data, "--val-data", val_data,
-            "--checkpoint-dir", checkpoint_dir, "--tb-log-dir", tb_log_dir]
+            "--checkpoint-dir", checkpoint_dir, "--tb-log-dir", tb_log_dir,
+            "--output", storage.join(checkpoint_dir, SUMMARY_NAME)]
     if checkpoint_file:
         args += ["--checkpoint-file", checkpoint_file]
     for override in overrides:
@@ -83,6 +87,61 @@ def train_args(*, config: str, train_data: str, val_data: str, checkpoint_dir: s
     if num_gpus == 0:
         args.append("--no-cuda")
     return args
+
+
+SUMMARY_NAME = "summary.json"
+PROTOCOLS = ("coco", "unity")
+
+
+def _finite(values: dict) -> dict[str, float]:
+    """Numbers only, finite only: a KFP Metrics artifact holds plain floats."""
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+def training_metrics(checkpoint_dir: str) -> dict[str, float]:
+    """What the train step shows in the KFP UI: the last validation's COCO stats (``val_AP``...), the best
+    validation AP, epochs, steps and images/s, from the summary `train_args` asks for."""
+    summary = storage.read_json(storage.join(checkpoint_dir, SUMMARY_NAME))
+    out = {f"val_{k}": v for k, v in _finite(summary.get("metrics") or {}).items()}
+    out.update(_finite({"best_val_AP": summary.get("best_ap"), "epochs": summary.get("epochs"),
+                        "steps": summary.get("steps"), "images_per_s": summary.get("images_per_s")}))
+    return out
+
+
+def evaluation_metrics(output: str) -> dict[str, float]:
+    """The evaluate step's KFP metrics: ``coco_<stat>`` (the 12 COCO stats) and ``unity_<stat>`` (the
+    datasetinsights ones) from ``metrics_<protocol>.json`` in ``output``."""
+    out: dict[str, float] = {}
+    for protocol in PROTOCOLS:
+        uri = storage.join(output, f"metrics_{protocol}.json")
+        if storage.exists(uri):
+            out.update({f"{protocol}_{k}": v for k, v in _finite(storage.read_json(uri)["stats"]).items()})
+    return out
+
+
+def evaluation_markdown(output: str, checkpoint_file: str = "", test_data: str = "") -> str:
+    """A Markdown summary of an evaluation (KFP's Markdown visualization): each protocol's stats and its
+    per-class table as written to ``per_class_<protocol>.txt``."""
+    lines = ["# synthgap evaluation", ""]
+    if checkpoint_file or test_data:
+        lines += [f"checkpoint `{checkpoint_file}` on `{test_data}`; files in `{output}`", ""]
+    for protocol in PROTOCOLS:
+        uri = storage.join(output, f"metrics_{protocol}.json")
+        if not storage.exists(uri):
+            continue
+        stats = _finite(storage.read_json(uri)["stats"])
+        lines += [f"## {protocol}", "", "| " + " | ".join(stats) + " |", "|" + "---|" * len(stats),
+                  "| " + " | ".join(f"{v:.4f}" for v in stats.values()) + " |", ""]
+        table = storage.join(output, f"per_class_{protocol}.txt")
+        if storage.exists(table):
+            lines += ["```", storage.read_text(table).rstrip("\n"), "```", ""]
+    return "\n".join(lines)
+
+
+def evaluation_report(output: str, test_data: str, html_path: str) -> None:
+    """``synthgap report`` of the evaluation folder (metrics, PR curves, a gallery) as one HTML file."""
+    run_synthgap(["report", output, "--test-data", test_data, "--out", html_path, "--gallery-images", "4"])
 
 
 def trained_checkpoint(checkpoint_dir: str) -> str:
@@ -131,7 +190,7 @@ def train_pytorchjob(*, image: str, config: str, train_data: str, val_data: str,
     manifest = pytorchjob.pytorchjob_manifest(
         name=pytorchjob.job_name("synthgap-train", uuid.uuid4().hex[:8]), image=image, train_args=args,
         num_workers=num_workers, gpus_per_worker=num_gpus, pvc_name=pvc_name or None, mount_path=mount_path,
-        namespace=namespace, memory_limit=memory_limit or None)
+        namespace=namespace, memory_limit=memory_limit or None, shm_size=SHM_SIZE)
     pytorchjob.run_pytorchjob(manifest, namespace=namespace)
     return trained_checkpoint(checkpoint_dir)
 

@@ -30,10 +30,30 @@ def _stats_plots(doc: dict[str, Any]) -> list[tuple[str, bytes]]:
     return out
 
 
+def dataset_frames(datasets: Sequence[tuple[str, str, str | None]], n: int) -> dict[str, list[tuple[bytes, str]]]:
+    """The first ``n`` frames of each (name, path, format) dataset with their ground-truth boxes drawn:
+    name -> [(PNG, caption)]."""
+    from synthgap.data import open_dataset
+    from synthgap.report.gallery import draw_ground_truth
+
+    out = {}
+    for name, path, fmt in datasets:
+        ds = open_dataset(path, fmt)
+        items = []
+        for i in range(min(n, len(ds))):
+            sample = ds[i]
+            base = sample.image.replace("\\", "/").rsplit("/", 1)[-1]
+            items.append((draw_ground_truth(sample, ds.label_map), f"{base}: {len(sample.boxes)} boxes"))
+        out[name] = items
+    return out
+
+
 def render_report(runs: Sequence[Run], *, title: str = "synthgap report", gallery_images: int = 6,
                   score_thresh: float = 0.5, summary: dict[str, Any] | None = None,
-                  stats: dict[str, Any] | None = None) -> str:
-    """The HTML text of a report over loaded runs (``stats``: a `synthgap.stats.write_stats` document)."""
+                  stats: dict[str, Any] | None = None,
+                  datasets: Sequence[tuple[str, str, str | None]] | None = None) -> str:
+    """The HTML text of a report over loaded runs (``stats``: a `synthgap.stats.write_stats` document;
+    ``datasets``: (name, path, format) of datasets whose first frames are shown side by side)."""
     from synthgap.report import figures
     from synthgap.report.gallery import draw_matches
     from synthgap.report.html import render_page
@@ -48,25 +68,29 @@ def render_report(runs: Sequence[Run], *, title: str = "synthgap report", galler
     return render_page(title, runs, pr=figures.pr_curves_png(runs), per_class=figures.per_class_ap_png(runs),
                        curves=figures.training_curves_png(runs), galleries=galleries, score_thresh=score_thresh,
                        summary=summary, generated=stamp,
-                       data_stats=(stats, _stats_plots(stats)) if stats else None)
+                       data_stats=(stats, _stats_plots(stats)) if stats else None,
+                       budget=figures.budget_curve_png(summary) if summary else None,
+                       frames=dataset_frames(datasets, gallery_images) if datasets and gallery_images else None)
 
 
 def build_report(run_dirs: Sequence[str], out: str, *, test_data: str | None = None,
                  names: Sequence[str] | None = None, title: str = "synthgap report", gallery_images: int = 6,
                  score_thresh: float = 0.5, summary: dict[str, Any] | None = None,
-                 stats: dict[str, Any] | str | None = None) -> str:
+                 stats: dict[str, Any] | str | None = None,
+                 datasets: Sequence[tuple[str, str, str | None]] | None = None) -> str:
     """Load each run folder, render the page and write it to ``out`` (atomically). Returns ``out``.
 
     ``test_data`` applies to runs whose ``run.json`` names none. ``summary`` adds a table of
     mean +/- std per study cell (see `synthgap.study`). ``stats`` (a `synthgap stats` stats.json document
-    or its path) adds a section on the datasets themselves: sizes, gap numbers and plots.
+    or its path) adds a section on the datasets themselves: sizes, gap numbers and plots. ``datasets``
+    ((name, path, format) tuples) adds their first ``gallery_images`` frames, boxes drawn, side by side.
     """
     if not run_dirs:
         raise ValueError("no run folders given")
     if names is not None and len(names) != len(run_dirs):
         raise ValueError(f"{len(names)} names given for {len(run_dirs)} runs")
-    datasets: dict = {}  # test sets shared by runs are read once
-    runs = [load_run(d, names[i] if names else None, test_data, datasets) for i, d in enumerate(run_dirs)]
+    test_sets: dict = {}  # test sets shared by runs are read once
+    runs = [load_run(d, names[i] if names else None, test_data, test_sets) for i, d in enumerate(run_dirs)]
     seen: dict[str, int] = {}
     for run in runs:  # two folders both called "eval" must stay apart on the page
         seen[run.name] = seen.get(run.name, 0) + 1
@@ -75,6 +99,6 @@ def build_report(run_dirs: Sequence[str], out: str, *, test_data: str | None = N
     if isinstance(stats, str):
         stats = storage.read_json(stats)
     text = render_report(runs, title=title, gallery_images=gallery_images, score_thresh=score_thresh,
-                         summary=summary, stats=stats)
+                         summary=summary, stats=stats, datasets=datasets)
     storage.write_text(out, text)
     return out

@@ -8,31 +8,25 @@ from typing import Sequence
 import numpy as np
 
 from synthgap.report.run import Run
-from synthgap.stats.plots import _pyplot, figure_png
+from synthgap.stats.plots import figure_png, pyplot
 
 # TensorBoard tags drawn as training curves, in this order, when a run has them (synthgap.train's tags)
 CURVE_TAGS = ("train/loss", "epoch/loss", "val/AP", "val/AP50", "train/lr")
 
 
 def mean_pr_curve(result, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray] | None:
-    """(recall grid, precision averaged over classes with ground truth) at one IoU threshold, all areas,
-    the largest max-detections: COCO's [T, R, K, A, M] precision array, -1 entries left out."""
-    if result is None or result.precision is None:
+    """(recall grid, precision averaged over the classes with ground truth) at the evaluated IoU threshold
+    nearest ``iou``, all areas, the largest max-detections (`MetricsResult.pr_curves`); None without any."""
+    curves = result.pr_curves(iou) if result is not None else {}
+    if not curves:
         return None
-    thr = np.asarray(result.params.get("iou_thresholds", np.linspace(0.5, 0.95, 10)), np.float64)
-    t = int(np.argmin(np.abs(thr - iou)))
-    prec = np.asarray(result.precision)[t, :, :, 0, -1]  # [R, K]
-    valid = (prec > -1).all(0)
-    if not valid.any():
-        return None
-    rec = result.params.get("rec_thresholds") or [0.0, 1.0]  # CocoParams.to_dict: [first, last, count]
-    recall = np.linspace(float(rec[0]), float(rec[1]), prec.shape[0])
-    return recall, prec[:, valid].mean(1)
+    recall = next(iter(curves.values()))[0]
+    return recall, np.mean([precision for _, precision in curves.values()], axis=0)
 
 
 def pr_curves_png(runs: Sequence[Run]) -> bytes | None:
     """Class-averaged precision-recall curves at IoU 0.5 (solid) and 0.75 (dashed), one colour per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     drawn = False
     for i, run in enumerate(runs):
@@ -75,7 +69,7 @@ def per_class_ap_png(runs: Sequence[Run], n: int = 10) -> bytes | None:
     mean = np.nanmean(table, 0)
     order = np.argsort(-mean, kind="stable")
     picked = list(order) if len(order) <= 2 * n else list(order[:n]) + list(order[-n:])
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.8, 0.28 * len(picked) * max(1, len(runs)) ** 0.5 + 1.2))
     height = 0.8 / len(runs)
     y = np.arange(len(picked))
@@ -96,7 +90,7 @@ def training_curves_png(runs: Sequence[Run]) -> bytes | None:
     tags = [t for t in CURVE_TAGS if any(t in r.scalars for r in runs)]
     if not tags:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(tags), figsize=(3.4 * len(tags), 3.0), squeeze=False)
     for ax, tag in zip(axes[0], tags):
         for i, run in enumerate(runs):
@@ -106,6 +100,129 @@ def training_curves_png(runs: Sequence[Run]) -> bytes | None:
         ax.set_title(tag, fontsize=9)
         ax.set_xlabel("epoch" if tag.startswith(("epoch/", "val/")) else "optimizer step")
         ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def budget_curve_png(summary: dict) -> bytes | None:
+    """The study's headline figure: target metric (``summary["headline"]``) against the real-data fraction,
+    real-only and synthetic-then-real (mean over seeds, error bars = sample std), the synthetic-only level
+    as a horizontal line (band = its std). Cells that did not learn in their own domain get hollow markers."""
+    metric = summary.get("headline", "coco AP50")
+    rows = {r["name"]: r for r in summary.get("rows", [])}
+    series = {"real only": [], "synthetic then real": []}
+    for c in summary.get("comparison", []):
+        for label, cell in (("real only", c["real_cell"]), ("synthetic then real", c["finetune_cell"])):
+            stat = rows.get(cell, {}).get(metric)
+            if stat:
+                series[label].append((100 * c["fraction"], stat["mean"], stat.get("std") or 0.0,
+                                      rows[cell].get("learned") is not False))
+    if not any(series.values()):
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (label, points), color in zip(series.items(), ("C0", "C1")):
+        if not points:
+            continue
+        points.sort()
+        x, y, err, ok = (np.array(v) for v in zip(*points))
+        ax.errorbar(x, y, yerr=err, color=color, marker="o", capsize=4, label=label, linestyle="-")
+        if not ok.all():
+            ax.plot(x[~ok], y[~ok], "o", markersize=11, markerfacecolor="white", markeredgecolor=color,
+                    label=f"{label}: did not learn in its own domain")
+    syn = rows.get("synthetic", {}).get(metric)
+    if syn:
+        ax.axhline(syn["mean"], color="C2", linestyle="--",
+                   label="synthetic only" + (" (did not learn)" if rows["synthetic"].get("learned") is False else ""))
+        if syn.get("std"):
+            ax.axhspan(syn["mean"] - syn["std"], syn["mean"] + syn["std"], color="C2", alpha=0.12)
+    xs = sorted({p[0] for pts in series.values() for p in pts})
+    if len(xs) > 1 and xs[-1] / xs[0] >= 8:
+        ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{v:g} %" for v in xs])
+    ax.minorticks_off()
+    ax.set_xlabel("real training data used (% of the real training pool)")
+    ax.set_ylabel(f"{metric} on the real test set")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("error bars: std over seeds", fontsize=8)
+    return figure_png(fig)
+
+
+def diagnosis(run: Run) -> tuple[dict | None, dict | None]:
+    """(TIDE error breakdown, AP by attribute) of a run, as written by `synthgap evaluate` into
+    metrics_coco.json; computed from the run's predictions and test samples when the file has none."""
+    coco = run.metrics.setdefault("coco", {})
+    if ("errors" not in coco or "attributes" not in coco) and run.samples and run.predictions is not None:
+        from synthgap.metrics import evaluate
+
+        r = evaluate(run.samples, run.predictions, "coco", label_map=run.label_map, errors="errors" not in coco,
+                     attributes="attributes" not in coco, attributes_root=run.test_data)
+        coco.update({k: v for k, v in r.to_dict().items() if k in ("errors", "attributes")})
+    return coco.get("errors"), coco.get("attributes")
+
+
+def error_breakdown_png(runs: Sequence[Run]) -> bytes | None:
+    """TIDE's error breakdown, one panel per run side by side on the same axis: AP points (x 100) each
+    error type costs (dAP), the six main types and the two special ones (all false positives / negatives)."""
+    from synthgap.metrics.tide import ERROR_NAMES, ERROR_TYPES, SPECIAL_TYPES
+
+    found = [(run, diagnosis(run)[0]) for run in runs]
+    found = [(run, e) for run, e in found if e]
+    if not found:
+        return None
+    keys = list(ERROR_TYPES) + list(SPECIAL_TYPES)
+    labels = [ERROR_NAMES[k] for k in keys]
+    values = [[100 * ((e["dap"] if k in e["dap"] else e["special"]).get(k) or 0.0) for k in keys] for _, e in found]
+    top = max(max(v) for v in values) or 1.0
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(found), figsize=(2.9 * len(found) + 1.3, 3.2), squeeze=False, sharey=True)
+    for ax, (run, e), vals in zip(axes[0], found, values):
+        colors = [f"C{i}" for i in range(len(ERROR_TYPES))] + ["0.55"] * len(SPECIAL_TYPES)
+        ax.barh(np.arange(len(keys)), vals, color=colors)
+        ax.axhline(len(ERROR_TYPES) - 0.5, color="gray", linestyle=":")
+        ax.set_xlim(0, top * 1.15)
+        ap = e.get("ap")
+        ax.set_title(f"{run.name}\nAP50 (TIDE) {'-' if ap is None else f'{100 * ap:.1f}'}", fontsize=8)
+        ax.set_xlabel("dAP (AP points)", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(np.arange(len(keys)), labels, fontsize=7)
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def attribute_ap_png(runs: Sequence[Run], metric: str = "AP50") -> bytes | None:
+    """AP by object attribute (size, aspect ratio, truncation at the border, occlusion): one panel per
+    attribute, one bar per bin and run (``metric``: AP, AP50 or AR of `synthgap.metrics.attributes`)."""
+    from synthgap.metrics.attributes import TITLES
+
+    found = [(run, diagnosis(run)[1]) for run in runs]
+    found = [(run, a) for run, a in found if a]
+    if not found:
+        return None
+    names = [n for n in found[0][1] if any(a.get(n, {}).get("available") for _, a in found)]
+    if not names:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.4), squeeze=False, sharey=True)
+    width = 0.8 / len(found)
+    for ax, name in zip(axes[0], names):
+        bins = next(list(a[name]["bins"]) for _, a in found if a.get(name, {}).get("available"))
+        x = np.arange(len(bins))
+        for i, (run, a) in enumerate(found):
+            rows = a.get(name, {}).get("bins", {})
+            vals = [(rows.get(b) or {}).get(metric) for b in bins]
+            ax.bar(x + (i - (len(found) - 1) / 2) * width, [np.nan if v is None else v for v in vals], width,
+                   color=f"C{i % 10}", label=run.name)
+        counts = [(found[0][1].get(name, {}).get("bins", {}).get(b) or {}).get("num_gt", 0) for b in bins]
+        ax.set_xticks(x, [f"{b}\n({n})" for b, n in zip(bins, counts)], fontsize=7)
+        ax.set_title(TITLES.get(name, name), fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(f"{metric} (boxes in bin)", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return figure_png(fig)

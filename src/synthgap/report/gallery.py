@@ -1,4 +1,6 @@
-"""Gallery images: test images with true positives, false positives and misses drawn in distinct colours.
+"""Box drawing: gallery images (true positives, false positives and misses in distinct colours) and
+predictions over ground truth (`draw_detections`, for TensorBoard and `synthgap predict`); both draw
+with `draw_boxes`.
 
 Status comes from the metrics' per-image matches (`synthgap.metrics.Matches`) at IoU 0.5. Only
 detections scoring at least ``score_thresh`` are drawn; a ground-truth box counts as a miss when no
@@ -10,12 +12,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 
 from PIL import Image, ImageDraw
 
 from synthgap.data import Sample
-from synthgap.data.torch_dataset import load_image
+from synthgap.data.images import load_image
 
 COLORS = {"tp": (0, 190, 60), "fp": (235, 30, 30), "miss": (255, 170, 0), "ignored": (150, 150, 150)}
 THUMB_WIDTH = 400  # pixels; images are scaled to this width (at most 3x up) before drawing
@@ -30,6 +32,33 @@ class GalleryImage:
     miss: int
 
 
+def draw_boxes(draw: ImageDraw.ImageDraw, boxes: Iterable[Sequence[float]], color, *, width: int = 2,
+               labels: Sequence[str] | None = None, text_color=None, scale: tuple[float, float] = (1.0, 1.0)) -> None:
+    """Rectangles for xywh boxes (pixels of the annotated image; ``scale`` = (x, y) factors to the drawn
+    image), each followed by its label (if any) at its top-left corner."""
+    sx, sy = scale
+    for i, (x, y, w, h) in enumerate(boxes):
+        draw.rectangle([x * sx, y * sy, (x + w) * sx, (y + h) * sy], outline=color, width=width)
+        if labels is not None:
+            draw.text((x * sx + 2, y * sy + 1), labels[i], fill=color if text_color is None else text_color)
+
+
+def draw_detections(image: Image.Image, detections: Iterable[Mapping], label_map: Mapping[int, str],
+                    score_thresh: float = 0.5, ground_truth: Sample | None = None) -> Image.Image:
+    """A copy of ``image`` with predicted boxes (red, labelled with class and score) and optional
+    ground-truth boxes (green). Boxes are xywh pixels of this image."""
+    image = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(image)
+    if ground_truth is not None:
+        draw_boxes(draw, ground_truth.boxes.tolist(), (0, 200, 0))
+    for det in detections:
+        if det["score"] >= score_thresh:
+            name = label_map.get(det["category_id"], str(det["category_id"]))
+            draw_boxes(draw, [det["bbox"]], (230, 30, 30), labels=[f"{name} {det['score']:.2f}"],
+                       text_color=(255, 255, 0))
+    return image
+
+
 def draw_matches(sample: Sample, matches, detections: list[dict], label_map: Mapping[int, str],
                  score_thresh: float = 0.5, iou: float = 0.5) -> GalleryImage:
     """The sample's image (scaled to THUMB_WIDTH wide) with TP / FP / miss boxes drawn."""
@@ -37,15 +66,10 @@ def draw_matches(sample: Sample, matches, detections: list[dict], label_map: Map
     scale = min(3.0, THUMB_WIDTH / image.width)
     if scale != 1.0:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
-    sx, sy = image.width / sample.width, image.height / sample.height
+    to_image = (image.width / sample.width, image.height / sample.height)
     draw = ImageDraw.Draw(image)
     per = matches.for_image(int(sample.image_id), iou)
     counts = {"tp": 0, "fp": 0, "miss": 0}
-
-    def box(xywh, color, width=2):
-        x, y, w, h = xywh
-        draw.rectangle([x * sx, y * sy, (x + w) * sx, (y + h) * sy], outline=color, width=width)
-
     drawn_rows = set()
     for d in per["detections"]:
         det = detections[d["index"]]
@@ -53,17 +77,30 @@ def draw_matches(sample: Sample, matches, detections: list[dict], label_map: Map
             continue
         drawn_rows.add(d["index"])
         counts[d["status"]] += 1
-        box(det["bbox"], COLORS[d["status"]])
-        if d["status"] == "fp":
-            x, y = det["bbox"][0] * sx, det["bbox"][1] * sy
-            draw.text((x + 2, y + 1), f"{label_map.get(d['category_id'], d['category_id'])} {d['score']:.2f}",
-                      fill=COLORS["fp"])
+        labels = [f"{label_map.get(d['category_id'], d['category_id'])} {d['score']:.2f}"] \
+            if d["status"] == "fp" else None
+        draw_boxes(draw, [det["bbox"]], COLORS[d["status"]], labels=labels, scale=to_image)
     for g in per["ground_truth"]:
         if g["status"] == "ignored":
-            box(g["bbox"], COLORS["ignored"], 1)
+            draw_boxes(draw, [g["bbox"]], COLORS["ignored"], width=1, scale=to_image)
         elif g["det"] < 0 or g["det"] not in drawn_rows:
             counts["miss"] += 1
-            box(g["bbox"], COLORS["miss"], 2)
+            draw_boxes(draw, [g["bbox"]], COLORS["miss"], scale=to_image)
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False)
     return GalleryImage(buf.getvalue(), sample.image, counts["tp"], counts["fp"], counts["miss"])
+
+
+def draw_ground_truth(sample: Sample, label_map: Mapping[int, str], color=(0, 190, 60)) -> bytes:
+    """PNG of the sample's image (scaled to THUMB_WIDTH wide) with its ground-truth boxes and class names:
+    the report's side-by-side frames of every dataset (the domain gap at a glance)."""
+    image = load_image(sample.image).convert("RGB")
+    scale = min(3.0, THUMB_WIDTH / image.width)
+    if scale != 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+    names = [str(label_map.get(int(k), k)) for k in sample.labels.tolist()]
+    draw_boxes(ImageDraw.Draw(image), sample.boxes.tolist(), color, labels=names, text_color=(255, 255, 0),
+               scale=(image.width / sample.width, image.height / sample.height))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()

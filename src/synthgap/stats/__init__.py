@@ -36,12 +36,15 @@ def compute_stats(root: str, format: str | None = None, name: str | None = None,
 
 
 def write_stats(roots: Sequence[str], out: str, format: str | None = None, names: Sequence[str] | None = None,
-                plots: bool = True, formats: Sequence[str | None] | None = None) -> dict[str, Any]:
+                plots: bool = True, formats: Sequence[str | None] | None = None, features: str | None = None,
+                feature_images: int = 500) -> dict[str, Any]:
     """Compute the statistics of each dataset in ``roots`` and write ``out/stats.json`` and PNG plots.
 
     The first dataset is the reference: ``gap`` in the JSON holds distances from it to each other
     dataset. Every plot shows all datasets on the same axes (normalised histograms, same bins).
-    ``format`` forces one reader for all; ``formats`` one per dataset. Returns the JSON document.
+    ``format`` forces one reader for all; ``formats`` one per dataset. ``features``: a trained checkpoint;
+    each gap then also holds ``features``, the Fréchet distance between image (and per-class crop) features
+    of its backbone (`synthgap.stats.features`, ``feature_images`` images per dataset). Returns the document.
     """
     roots = list(roots)
     formats = list(formats) if formats is not None else [format] * len(roots)
@@ -59,6 +62,13 @@ def write_stats(roots: Sequence[str], out: str, format: str | None = None, names
     doc = {"datasets": {s["name"]: {"root": str(r), **s} for s, r in zip(stats, roots)},
            "reference": stats[0]["name"],
            "gap": {s["name"]: gap_summary(stats[0], s) for s in stats[1:]}}
+    if features and len(roots) > 1:
+        from synthgap.stats.features import datasets_feature_gap
+
+        gaps = datasets_feature_gap(roots[0], roots[1:], checkpoint=features, format_a=formats[0],
+                                    formats_b=formats[1:], max_images=feature_images)
+        for s, gap in zip(stats[1:], gaps):
+            doc["gap"][s["name"]]["features"] = gap
     if plots:
         from synthgap.stats import plots as P
 

@@ -138,12 +138,15 @@ class VisiblePixels:
     Sources, in order: ``Sample.metadata["visible_pixels"]`` (+ ``"full_pixels"``); the generator's side
     table ``ROOT/generator/frames.*.jsonl`` (frame k = SOLO ``sequence`` or the image id); Unity SOLO's
     ``RenderedObjectInfo`` metric in the frame file (``visiblePixels`` per ``instanceId``; the frame is read
-    a second time); else the annotated areas (``Sample.areas``, e.g. COCO segmentation areas). The last
-    two give visible pixels without the unoccluded count. None when none applies.
+    a second time); legacy Perception's "rendered object info" metric in ``metrics_*.json`` (``visible_pixels``
+    per capture and ``instance_id``, read once); else the annotated areas (``Sample.areas``, e.g. COCO
+    segmentation areas). The last three give visible pixels without the unoccluded count. None when none
+    applies.
     """
 
     def __init__(self, root: str | None = None):
         self.root = root
+        self._legacy: dict[str, dict[str, float]] | None = None  # legacy Perception metrics, read on first use
         self.table: dict[int, tuple[list, list | None]] = {}
         paths = storage.glob(storage.join(root, "generator", "frames.*.jsonl")) \
             if root is not None and not storage.is_http(root) else []
@@ -172,6 +175,9 @@ class VisiblePixels:
         solo = self._solo_metric(sample)
         if solo is not None:
             return (solo, None), "SOLO RenderedObjectInfo"
+        legacy = self._legacy_metric(sample)
+        if legacy is not None:
+            return (legacy, None), "Perception rendered object info"
         if sample.areas is not None:
             return (sample.areas, None), "annotated areas"
         return None
@@ -192,6 +198,24 @@ class VisiblePixels:
                 if all(isinstance(v, (int, float)) for v in found):
                     return np.asarray(found, np.float64)
         return None
+
+
+    def _legacy_metric(self, sample: Sample) -> np.ndarray | None:
+        """visible_pixels of each box from a legacy Perception dataset's "rendered object info" metric
+        (metrics_*.json, read once, matched by capture id and instance id)."""
+        meta = sample.metadata or {}
+        if self.root is None or "capture_id" not in meta or len(sample.instance_ids) != len(sample):
+            return None
+        if self._legacy is None:
+            from synthgap.data.perception import find_json_folder, read_visible_pixels
+
+            folder = find_json_folder(self.root) if storage.isdir(self.root) else None
+            self._legacy = read_visible_pixels(folder) if folder is not None else {}
+        pixels = self._legacy.get(str(meta["capture_id"]))
+        if pixels is None:
+            return None
+        found = [pixels.get(str(i)) for i in sample.instance_ids]
+        return np.asarray(found, np.float64) if all(v is not None for v in found) else None
 
 
 def dataset_stats(samples: Iterable[Sample], label_map: Mapping[int, str], name: str,

@@ -8,10 +8,14 @@ from typing import Any, Sequence
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """pyplot on the Agg backend, drawing every string literally: dataset, class and run names come from
+    files and may hold ``$`` (mathtext would render "$5 and $6" as math, and crash on "$\\foo$")."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
+    matplotlib.rcParams["text.parse_math"] = False
+    matplotlib.rcParams["text.usetex"] = False
     import matplotlib.pyplot as plt
 
     return plt
@@ -19,7 +23,7 @@ def _pyplot():
 
 def figure_png(fig) -> bytes:
     """Encode a matplotlib figure as PNG bytes and close it."""
-    plt = _pyplot()
+    plt = pyplot()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -28,7 +32,7 @@ def figure_png(fig) -> bytes:
 
 def histogram_png(stats: Sequence[dict[str, Any]], key: str) -> bytes:
     """Normalised histograms of statistic ``key`` of each dataset, same bins, one axes."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     for s in stats:
         h = s["histograms"][key]
@@ -49,7 +53,7 @@ def histogram_png(stats: Sequence[dict[str, Any]], key: str) -> bytes:
 
 def class_counts_png(stats: Sequence[dict[str, Any]], top: int = 40) -> bytes:
     """Per-class object fractions, datasets side by side (the ``top`` classes by total fraction)."""
-    plt = _pyplot()
+    plt = pyplot()
     names = sorted({n for s in stats for n in s["class_counts"]})
     frac = np.array([[s["class_counts"].get(n, 0) / max(s["objects"], 1) for n in names] for s in stats])
     order = np.argsort(-frac.sum(0), kind="stable")[:top]
@@ -66,7 +70,7 @@ def class_counts_png(stats: Sequence[dict[str, Any]], top: int = 40) -> bytes:
 
 def heatmaps_png(stats: Sequence[dict[str, Any]]) -> bytes:
     """Box-centre heatmaps (normalised image coordinates), one panel per dataset, shared colour scale."""
-    plt = _pyplot()
+    plt = pyplot()
     maps = []
     for s in stats:
         m = np.asarray(s["center_heatmap"]["counts"], np.float64)

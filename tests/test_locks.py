@@ -1,0 +1,122 @@
+"""synthgap.locks: one writer per output folder across processes, and what dead writers leave behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from synthgap import locks
+
+HOLD = """
+import sys, time
+from synthgap import locks
+with locks.lock_folder(sys.argv[1], "synthgap generate --out held", shared=sys.argv[2] == "shared"):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def hold(folder, shared=False):
+    """A real other process holding the lock of ``folder``; returns once it holds it."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), "shared" if shared else "exclusive"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_second_writer_fails_at_once_naming_the_first(tmp_path):
+    proc = hold(tmp_path / "out")
+    try:
+        start = time.monotonic()
+        with pytest.raises(locks.FolderLockedError) as e:
+            with locks.lock_folder(str(tmp_path / "out"), "me"):
+                pass
+        assert time.monotonic() - start < 5  # fails fast, does not wait
+        assert f"pid {proc.pid}" in str(e.value) and "synthgap generate --out held" in str(e.value)
+        assert str(tmp_path / "out") in str(e.value)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_kill_9_releases_the_lock_and_the_last_holder_removes_the_file(tmp_path):
+    proc = hold(tmp_path / "out")
+    proc.kill()  # SIGKILL: no cleanup code runs
+    proc.wait()
+    with locks.lock_folder(str(tmp_path / "out"), "me"):
+        assert os.path.exists(locks.lock_path(str(tmp_path / "out")))
+    assert not os.path.exists(locks.lock_path(str(tmp_path / "out")))
+
+
+def test_shared_holders_coexist_and_exclude_an_exclusive_writer(tmp_path):
+    proc = hold(tmp_path / "out", shared=True)
+    try:
+        with locks.lock_folder(str(tmp_path / "out"), "shard 1", shared=True):
+            with pytest.raises(locks.FolderLockedError, match=f"pid {proc.pid}"):
+                with locks.lock_folder(str(tmp_path / "out"), "unsharded"):
+                    pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_same_process_second_lock_is_refused_too(tmp_path):
+    with locks.lock_folder(str(tmp_path / "d"), "first"):
+        with pytest.raises(locks.FolderLockedError, match="first"):
+            with locks.lock_folder(str(tmp_path / "d"), "second"):
+                pass
+
+
+def test_uris_are_not_locked():
+    with locks.lock_folder("memory://x/y"):
+        with locks.lock_folder("memory://x/y"):
+            pass
+
+
+def test_remove_stale_temps_by_pid_and_age(tmp_path):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    names = {f".a.json.synthgap-{dead}-x1y2.tmp": "dead file", f".synthgap-extract-{dead}-q": "dead dir",
+             f".a.json.synthgap-{os.getpid()}-k.tmp": "mine", ".b.json.abcd1234.tmp": "old style, recent",
+             ".c.json.efgh5678.tmp": "old style, 2 days", "data.json": "not a temporary", ".hidden": "user file"}
+    for name, what in names.items():
+        path = tmp_path / name
+        if "dir" in what:
+            (path / "x").mkdir(parents=True)
+        else:
+            path.write_text(what)
+    old = time.time() - 2 * 86400
+    os.utime(tmp_path / ".c.json.efgh5678.tmp", (old, old))
+    removed = locks.remove_stale_temps(str(tmp_path))
+    assert sorted(removed) == sorted([f".a.json.synthgap-{dead}-x1y2.tmp", f".synthgap-extract-{dead}-q",
+                                      ".c.json.efgh5678.tmp"])
+    assert sorted(os.listdir(tmp_path)) == sorted([f".a.json.synthgap-{os.getpid()}-k.tmp", ".b.json.abcd1234.tmp",
+                                                   "data.json", ".hidden"])
+
+
+def test_study_and_demo_refuse_a_folder_another_run_writes(tmp_path):
+    """issue 14 item 2: `synthgap study` / `demo` take the lock of their output folder before any work."""
+    from synthgap.demo import run_demo
+    from synthgap.study import run_study, study_config_from_dict
+
+    cfg = study_config_from_dict({"datasets": {"real_train": "r", "real_test": "t"}, "cells": ["real"]})
+    proc = hold(tmp_path / "study")
+    try:
+        with pytest.raises(locks.FolderLockedError, match=f"pid {proc.pid}"):
+            run_study(cfg, str(tmp_path / "study"))
+        assert not (tmp_path / "study").exists()  # nothing written
+    finally:
+        proc.kill()
+        proc.wait()
+    proc = hold(tmp_path / "demo")
+    try:
+        with pytest.raises(locks.FolderLockedError, match=f"pid {proc.pid}"):
+            run_demo(str(tmp_path / "demo"), size="tiny", progress=False)
+        assert not (tmp_path / "demo").exists()
+    finally:
+        proc.kill()
+        proc.wait()

@@ -64,12 +64,13 @@ def generate_shard(out: str, frames: int, seed: int, shard: int, num_shards: int
                    height: int = 480) -> str:
     """Render shard ``shard`` of ``num_shards`` of a ``frames``-frame SOLO dataset into ``out``.
 
-    Shards keep global frame indices, so all shards write into the same folder (hence ``--force``,
-    which also lets a retried step write over its own earlier partial output).
+    Shards keep global frame indices, so all shards of one plan write into the same folder side by side
+    (``generate`` locks each shard, not the folder); a retried shard rewrites its own frames. A single
+    shard replaces the folder (``--force``) so a retried step starts clean.
     """
-    run_synthgap(["generate", "--out", out, "--frames", str(frames), "--format", "solo", "--seed", str(seed),
-                  "--shard", f"{shard}/{num_shards}", "--width", str(width), "--height", str(height),
-                  "--force", "--quiet"])
+    args = ["generate", "--out", out, "--frames", str(frames), "--format", "solo", "--seed", str(seed),
+            "--shard", f"{shard}/{num_shards}", "--width", str(width), "--height", str(height), "--quiet"]
+    run_synthgap(args + (["--force"] if num_shards == 1 else []))
     return out
 
 

@@ -129,6 +129,20 @@ def run_tool(tool: str, n_images: int, seed: int) -> dict:
             "peak_rss_mb": _peak_rss_mb(), "n_dets": len(dets), "n_gt": len(gt_dict["annotations"])}
 
 
+def run_in_children(script: str, tools: list[str], images: int, seed: int) -> dict[str, dict]:
+    """Run ``script --child TOOL`` once per tool, each in a fresh process (so peak RSS and imports do not
+    mix), and collect the JSON each prints last; a failed tool is reported and left out."""
+    results = {}
+    for tool in tools:
+        out = subprocess.run([sys.executable, os.path.abspath(script), "--child", tool, "--images", str(images),
+                              "--seed", str(seed)], capture_output=True, text=True)
+        if out.returncode:
+            print(f"{tool}: failed\n{out.stderr[-2000:]}")
+            continue
+        results[tool] = json.loads(out.stdout.strip().splitlines()[-1])
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=5000)
@@ -139,14 +153,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_tool(args.child, args.images, args.seed)))
         return
-    results = {}
-    for tool in args.tools.split(","):
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", tool, "--images",
-                              str(args.images), "--seed", str(args.seed)], capture_output=True, text=True)
-        if out.returncode:
-            print(f"{tool}: failed\n{out.stderr[-2000:]}")
-            continue
-        results[tool] = json.loads(out.stdout.strip().splitlines()[-1])
+    results = run_in_children(__file__, args.tools.split(","), args.images, args.seed)
     if not results:
         sys.exit(1)
     any_r = next(iter(results.values()))

@@ -17,12 +17,11 @@ import contextlib
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_cocoeval import make_data  # noqa: E402
+from bench_cocoeval import make_data, run_in_children  # noqa: E402
 
 TOOLS = ("tidecv", "synthgap")
 NAMES = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupe": "Dupe", "bkg": "Bkg", "miss": "Miss"}
@@ -78,14 +77,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_tool(args.child, args.images, args.seed)))
         return
-    results = {}
-    for tool in args.tools.split(","):
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", tool, "--images",
-                              str(args.images), "--seed", str(args.seed)], capture_output=True, text=True)
-        if out.returncode:
-            print(f"{tool}: failed\n{out.stderr[-2000:]}")
-            continue
-        results[tool] = json.loads(out.stdout.strip().splitlines()[-1])
+    results = run_in_children(__file__, args.tools.split(","), args.images, args.seed)
     if not results:
         sys.exit(1)
     any_r = next(iter(results.values()))

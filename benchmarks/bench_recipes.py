@@ -37,6 +37,8 @@ _FEW_ROIS = ["model.rpn_batch_size_per_image=64", "model.box_batch_size_per_imag
 _S320 = ["data.image_size=[320,240]", "model.min_size=240", "model.max_size=320"]
 _S160 = ["data.image_size=[160,120]", "model.min_size=120", "model.max_size=160"]
 _S224 = ["data.image_size=[224,168]", "model.min_size=168", "model.max_size=224"]
+_S8_160 = ["model.backbone_widths=[32,64,128]", "model.anchor_sizes=[12,20,32]"]
+_COSINE = ["optimizer.lr_schedule=cosine"]
 
 # name -> (overrides on cpu_small, epochs)
 RECIPES = {
@@ -66,10 +68,43 @@ RECIPES = {
     "gn_224x168": (_GN + _S224 + _FEW_ROIS + ["model.anchor_sizes=[16,28,48]"], 8),
     "gn_224x168_s8": (_GN + _S224 + _FEW_ROIS + ["model.backbone_widths=[32,64,128]",
                                                  "model.anchor_sizes=[16,28,48]"], 8),
+    # the demo's model at 160x120 (gn_160x120_s8) with a cosine learning-rate decay over its 12 epochs
+    "gn_160x120_s8_cosine": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE, 12),
+    "gn_160x120_s8_cosine_lr2e-3": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE + ["optimizer.lr=2e-3"], 12),
+    # 15-25 objects per frame: 32 sampled RoIs (8 positives) per image leave most objects out of each
+    # step's classification loss; 128 (32 positives) train the classifier on more of them
+    "gn_160x120_s8_cosine_roi128": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
+                                    + ["model.box_batch_size_per_image=128"], 12),
+    # ... and up to half of them objects (64 positives) instead of a quarter
+    "gn_160x120_s8_cosine_roi128p50": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
+                                       + ["model.box_batch_size_per_image=128", "model.box_positive_fraction=0.5"], 12),
+    "gn_160x120_s8_cosine_roi256p50": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
+                                       + ["model.box_batch_size_per_image=256", "model.box_positive_fraction=0.5"], 12),
+    "gn_160x120_s8_cosine_roi128p50_lr2e-3": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
+                                              + ["model.box_batch_size_per_image=128", "model.box_positive_fraction=0.5",
+                                                 "optimizer.lr=2e-3"], 12),
+    "gn_160x120_s8_cosine_roi128p75": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
+                                       + ["model.box_batch_size_per_image=128", "model.box_positive_fraction=0.75"], 12),
+    "gn_160x120_s8_cosine_roi128p50_head512": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
+                                               + ["model.box_batch_size_per_image=128",
+                                                  "model.box_positive_fraction=0.5", "model.box_head_width=512"], 12),
+    # the same over 20 epochs (the cosine stretched to the longer run)
+    "gn_160x120_s8_cosine_roi128p50_20ep": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
+                                            + ["model.box_batch_size_per_image=128",
+                                               "model.box_positive_fraction=0.5"], 20),
+    # 3 convs at stride 8 instead of 1: receptive field 43 -> 75 px (context for the classifier)
+    "gn_160x120_s8d3_cosine": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE + ["model.backbone_depths=[1,1,3]"], 12),
+    # wider backbone (1.5x channels)
+    "gn_160x120_s8w_cosine": (_GN + _S160 + _FEW_ROIS + _COSINE + ["model.backbone_widths=[48,96,192]",
+                                                                  "model.anchor_sizes=[12,20,32]"], 12),
+    # 160x120 images upscaled 1.5x by the model's own resize (more feature cells per object)
+    "gn_160x120_up240_s8_cosine": (_GN + _FEW_ROIS + _COSINE + ["data.image_size=[160,120]", "model.min_size=180",
+                                                                "model.max_size=240", "model.backbone_widths=[32,64,128]",
+                                                                "model.anchor_sizes=[18,30,48]"], 12),
 }
 
 
-def make_data(root: str, objects: str, frames: int, val_frames: int) -> tuple[str, str]:
+def make_data(root: str, objects: str, frames: int, val_frames: int, size: str = "320x240") -> tuple[str, str]:
     """The demo's synthetic data (COCO format for fast reading), generated once into ``root``."""
     from synthgap.generate import default_class_names, generate
 
@@ -77,12 +112,17 @@ def make_data(root: str, objects: str, frames: int, val_frames: int) -> tuple[st
     opf = (int(lo), int(hi or lo))
     out = []
     for split, n, seed in (("train", frames, 0), ("val", val_frames, 2)):
-        path = os.path.join(root, f"objects{objects}", split)
+        path = os.path.join(root, _folder(objects, size), split)
         if not os.path.exists(os.path.join(path, "annotations.json")):
-            generate(path, n, format="coco", seed=seed, width=320, height=240, classes=default_class_names()[:6],
+            width, height = (int(v) for v in size.split("x"))
+            generate(path, n, format="coco", seed=seed, width=width, height=height, classes=default_class_names()[:6],
                      objects_per_frame=opf, progress=False)
         out.append(path)
     return out[0], out[1]
+
+
+def _folder(objects: str, size: str) -> str:
+    return f"objects{objects}" if size == "320x240" else f"objects{objects}_{size}"
 
 
 class _Curve(logging.Handler):
@@ -196,6 +236,7 @@ def main() -> None:
     p.add_argument("--objects", default="4-8", help="objects per frame of the generated data, N or MIN-MAX")
     p.add_argument("--frames", type=int, default=320, help="training frames (the demo's synthetic set)")
     p.add_argument("--val-frames", type=int, default=60)
+    p.add_argument("--size", default="320x240", help="WIDTHxHEIGHT of the generated frames (the demo: 160x120)")
     p.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--plot", default=None, help="write the PNG plot of every finished recipe here")
@@ -204,10 +245,10 @@ def main() -> None:
     p.add_argument("--speed-steps", type=int, default=4, help="training steps of batch 8 per recipe and round")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    train_dir, val_dir = make_data(args.out, args.objects, args.frames, args.val_frames)
+    train_dir, val_dir = make_data(args.out, args.objects, args.frames, args.val_frames, args.size)
     names = list(RECIPES) if args.recipes == "all" else [n for n in args.recipes.split(",") if n]
     for name in names:
-        path = os.path.join(args.out, f"objects{args.objects}", f"{name}.json")
+        path = os.path.join(args.out, _folder(args.objects, args.size), f"{name}.json")
         if os.path.exists(path):
             continue
         print(f"{name}: {' '.join(RECIPES[name][0])}", flush=True)
@@ -215,7 +256,7 @@ def main() -> None:
         with open(path + ".tmp", "w") as f:
             json.dump(result, f, indent=1)
         os.replace(path + ".tmp", path)
-    folder = os.path.join(args.out, f"objects{args.objects}")
+    folder = os.path.join(args.out, _folder(args.objects, args.size))
     results = [json.load(open(os.path.join(folder, n))) for n in sorted(os.listdir(folder)) if n.endswith(".json")]
     order = {n: i for i, n in enumerate(RECIPES)}
     results.sort(key=lambda r: order.get(r["recipe"], len(order)))

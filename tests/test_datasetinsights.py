@@ -35,8 +35,9 @@ def test_synthetic_config_translates():
                 "pretrained_backbone", "metrics.mean-average-precision.name", "train.dataset.args.def_id"):
         assert f"{key}:" in text, key
     assert "optimizer.args.lr: 0.0002 -> optimizer.lr: 0.0002" in lines
-    assert any(line.startswith("pretrained_backbone: True -> (no effect)") and "model.backbone_weights" in line
-               for line in lines)
+    # datasetinsights' torchvision ImageNet backbone (frozen BatchNorm), fetched through torch.hub's cache
+    assert "pretrained_backbone: True -> model.weights_backbone: 'imagenet'" in lines
+    assert cfg.model.weights_backbone == "imagenet" and cfg.model.weights is None
 
 
 def test_real_and_fine_tune_configs_translate():
@@ -79,11 +80,23 @@ def test_keys_without_meaning_are_refused_by_name(tmp_path):
     raw["val"]["dataset"]["args"]["random_seed"] = 48
     with pytest.raises(ConfigError, match="'val.dataset.args.random_seed'"):
         datasetinsights.load(_write(tmp_path, raw))
-    for key, value in [("backbone", "resnet18"), ("pretrained", True), ("task", "segmentation")]:
+    for key, value in [("backbone", "resnet18"), ("task", "segmentation")]:
         raw = yaml.safe_load(Path(SYNTHETIC).read_text())
         raw[key] = value
         with pytest.raises(ConfigError, match=f"'{key}'"):
             datasetinsights.load(_write(tmp_path, raw))
+
+
+def test_pretrained_maps_to_torchvision_weights(tmp_path):
+    """datasetinsights' `pretrained: True` was torchvision's COCO detector; a checkpoint_file replaces it."""
+    raw = yaml.safe_load(Path(SYNTHETIC).read_text())
+    raw["pretrained"] = True
+    cfg, lines = datasetinsights.load(_write(tmp_path, raw))
+    assert (cfg.model.weights, cfg.model.weights_backbone) == ("coco", None)
+    assert "pretrained: True -> model.weights: 'coco'" in lines
+    raw["checkpoint_file"] = "gs://bucket/FasterRCNN.estimator"
+    cfg, _ = datasetinsights.load(_write(tmp_path, raw))
+    assert cfg.model.weights == "gs://bucket/FasterRCNN.estimator"
 
 
 def test_overrides_in_both_namespaces():
@@ -120,7 +133,8 @@ def test_cli_short_flags_and_printed_translation(tmp_path):
     from shapes import make_coco
 
     data = make_coco(tmp_path / "train", 2, size=(64, 64), seed=1)
-    overrides = ("model.name=fasterrcnn_mobilenet_v3_large_320_fpn model.min_size=64 model.max_size=64 "
+    overrides = ("model.name=fasterrcnn_mobilenet_v3_large_320_fpn model.weights_backbone=null "
+                 "model.min_size=64 model.max_size=64 "
                  "train.epochs=1 train.batch_size=2 train.accumulation_steps=1 train.tb_images=0")
     result = CliRunner().invoke(main, ["train", "-c", SYNTHETIC, "-t", data, "-e", data, "-l", str(tmp_path / "tb"),
                                        "-w", "0", "--checkpoint-dir", str(tmp_path / "ck"), "--no-progress",

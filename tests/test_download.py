@@ -545,3 +545,47 @@ def test_a_crc_match_logs_the_sha256_to_pin_and_a_named_sha256_is_verified(tmp_p
         dl.download_dataset(info.name, str(tmp_path / "b"), source_uri=str(copy), **FAST)
     monkeypatch.setitem(dl.DATASETS, info.name, dl.dataclasses.replace(info, sha256=sha))
     assert dl.download_dataset(info.name, str(tmp_path / "c"), source_uri=str(copy), **FAST).files
+
+
+def test_a_second_download_into_the_same_folder_fails_naming_the_first(server, tmp_path):
+    """issue 14 item 2: two downloads into one folder would append to one .part and extract over each other.
+    The first (a real `synthgap download` process) is held mid-body by the server; the second fails at once."""
+    import subprocess
+    import sys
+    import time
+
+    from synthgap import locks
+
+    data = _zip_bytes({"ds/a.json": b"{}", "ds/img/1.png": PAYLOAD})
+    go = threading.Event()
+
+    def slow(h):  # half the body, then wait until the test lets it finish
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data[:len(data) // 2])
+        h.wfile.flush()
+        go.wait(30)
+        h.wfile.write(data[len(data) // 2:])
+
+    server.routes["/ds.zip"] = slow
+    out = tmp_path / "out"
+    first = subprocess.Popen([sys.executable, "-m", "synthgap", "download", "--source-uri", server.url + "/ds.zip",
+                              "--output", str(out), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not server.requests and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.requests, "the first download never reached the server"
+        with pytest.raises(locks.FolderLockedError, match=f"pid {first.pid}") as e:
+            dl.download(server.url + "/ds.zip", str(out), **FAST)
+        assert "synthgap download" in str(e.value) and str(out) in str(e.value)
+        assert len(server.requests) == 1  # the second never fetched a byte
+    finally:
+        go.set()
+        stdout, stderr = first.communicate(timeout=60)
+    assert first.returncode == 0, stderr
+    assert (out / "ds/img/1.png").read_bytes() == PAYLOAD and sorted(os.listdir(out)) == ["ds"]
+    assert not os.path.exists(locks.lock_path(str(out)))  # released: the next download runs
+    assert dl.download(server.url + "/ds.zip", str(out), **FAST).files == ["ds/a.json", "ds/img/1.png"]

@@ -120,3 +120,101 @@ def test_study_and_demo_refuse_a_folder_another_run_writes(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_train_refuses_a_checkpoint_dir_another_run_writes(tmp_path):
+    """issue 14 item 2: `synthgap train` locks its checkpoint dir before reading data or building a model
+    (the training data here does not exist: the lock error comes first)."""
+    from synthgap.config import Config
+    from synthgap.data import DatasetError
+    from synthgap.train import train
+
+    ckpt, missing = tmp_path / "ckpt", str(tmp_path / "no-such-data.json")
+    proc = hold(ckpt)
+    try:
+        with pytest.raises(locks.FolderLockedError, match=f"pid {proc.pid}") as e:
+            train(Config(), train_data=missing, checkpoint_dir=str(ckpt), no_cuda=True, progress=False)
+        assert str(ckpt) in str(e.value)
+        assert not ckpt.exists()  # nothing written
+    finally:
+        proc.kill()
+        proc.wait()
+    # holder gone: the same call gets past the lock (to the missing data) and releases it on the way out
+    with pytest.raises((DatasetError, FileNotFoundError)):
+        train(Config(), train_data=missing, checkpoint_dir=str(ckpt), no_cuda=True, progress=False)
+    assert not os.path.exists(locks.lock_path(str(ckpt)))
+
+
+def test_a_study_lock_does_not_block_its_own_cells_checkpoint_dirs(tmp_path):
+    """study / demo hold their out folder and train cells in subfolders: different folders, different locks."""
+    from synthgap.config import Config
+    from synthgap.data import DatasetError
+    from synthgap.train import train
+
+    out = tmp_path / "study"
+    with locks.lock_folder(str(out), "synthgap study"):
+        with pytest.raises((DatasetError, FileNotFoundError)):  # past the lock, to the missing data
+            train(Config(), train_data=str(tmp_path / "missing.json"),
+                  checkpoint_dir=str(out / "cells" / "real-1.0" / "seed0" / "checkpoints"), no_cuda=True,
+                  progress=False)
+
+
+def _dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
+def test_remove_stale_temps_covers_the_subfolders_named_and_only_those(tmp_path):
+    """issue 14 item 13: atomic writes put a temporary beside its file, so a killed writer of images leaves it
+    in the images folder; the named subfolders are listed once each, nothing deeper is walked."""
+    dead = _dead_pid()
+    for rel in ("images/train", "labels/train", "deep/er"):
+        (tmp_path / rel).mkdir(parents=True)
+    stale = {f"images/train/.a.png.synthgap-{dead}-x.tmp", f"labels/train/.a.txt.synthgap-{dead}-y.tmp"}
+    kept = {f"deep/er/.b.png.synthgap-{dead}-z.tmp",                    # not named: not looked at
+            f"images/train/.c.png.synthgap-{os.getpid()}-w.tmp",        # a live writer's
+            "images/train/a.png"}
+    for rel in stale | kept:
+        (tmp_path / rel).write_text("x")
+    removed = locks.remove_stale_temps(str(tmp_path), subfolders=("images/train", "labels/train", "missing"))
+    assert sorted(removed) == sorted(stale)
+    assert all((tmp_path / rel).exists() for rel in kept) and not any((tmp_path / rel).exists() for rel in stale)
+
+
+def test_convert_cleans_where_its_writers_put_files_and_exports_are_locked(tmp_path):
+    """convert --copy-images / --to yolo: a killed run's image temporaries are removed by the next run; a
+    second writer of an export's DST is refused like a COCO convert's."""
+    import json
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from synthgap.cli import main
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (32, 24)).save(src / "im1.png")
+    (src / "instances.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "im1.png", "width": 32, "height": 24}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10], "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "cereal"}]}))
+    dead = _dead_pid()
+    coco, yolo = tmp_path / "coco", tmp_path / "yolo"
+    (coco / "images").mkdir(parents=True)
+    (coco / "images" / f".im1.png.synthgap-{dead}-abcd.tmp").write_bytes(b"half an image")
+    res = CliRunner().invoke(main, ["convert", str(src / "instances.json"), str(coco), "--copy-images"])
+    assert res.exit_code == 0, res.output
+    assert sorted(os.listdir(coco / "images")) == ["im1.png"]
+
+    (yolo / "images" / "train").mkdir(parents=True)
+    (yolo / "images" / "train" / f".im1.png.synthgap-{dead}-abcd.tmp").write_bytes(b"half an image")
+    proc = hold(yolo)
+    try:
+        res = CliRunner().invoke(main, ["convert", str(src / "instances.json"), str(yolo), "--to", "yolo"])
+        assert res.exit_code == 1 and f"pid {proc.pid}" in res.output, res.output
+    finally:
+        proc.kill()
+        proc.wait()
+    res = CliRunner().invoke(main, ["convert", str(src / "instances.json"), str(yolo), "--to", "yolo"])
+    assert res.exit_code == 0, res.output
+    assert sorted(os.listdir(yolo / "images" / "train")) == ["im1.png"]

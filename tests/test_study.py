@@ -105,6 +105,42 @@ def test_synthetic_split_holds_images_out_of_training(tmp_path):
     assert {s.image for s in train_ds} | {s.image for s in held_ds} == {s.image for s in full}
 
 
+def test_subsets_keep_the_generators_visible_pixels(tmp_path):
+    """The study's COCO subsets (synthetic split from SOLO, real pool / validation / budget from COCO) keep
+    each box's visible and unoccluded pixels, so AP by occlusion is available on them, with the same
+    visible fractions as the original data (matched by image id)."""
+    import numpy as np
+
+    from synthgap.data import open_dataset
+    from synthgap.generate import generate
+    from synthgap.metrics import evaluate
+    from synthgap.metrics.attributes import box_attributes
+
+    syn, real = str(tmp_path / "syn"), str(tmp_path / "real")
+    generate(syn, 8, format="solo", seed=0, width=64, height=48, progress=False)
+    generate(real, 8, format="coco", seed=1, width=64, height=48, style="target", progress=False)
+    cfg = study_config_from_dict({"datasets": {**DATA, "synthetic": syn, "synthetic_format": "solo",
+                                               "real_train": real}, "synthetic_holdout": 0.3, "real_holdout": 0.3})
+    out = str(tmp_path / "out")
+    (pool, _), (val, _) = real_pool_and_val(cfg, out)
+    subsets = [(syn, "solo", synthetic_split(cfg, out)[1]), (real, None, pool), (real, None, val),
+               (real, None, real_subset(cfg, 0.5, out))]  # the 50 % subset is read from the pool's table
+    for original, fmt, path in subsets:
+        full = list(open_dataset(original, fmt))
+        want = box_attributes(full, root=original)["occlusion"]
+        offset = np.cumsum([0] + [len(s) for s in full])
+        row = {s.image_id: want[offset[i]:offset[i + 1]] for i, s in enumerate(full)}
+        samples = list(open_dataset(path))
+        got = box_attributes(samples, root=path)
+        assert got["occlusion_source"] == "generator", path
+        np.testing.assert_array_equal(got["occlusion"], np.concatenate([row[s.image_id] for s in samples]))
+        dets = [{"image_id": s.image_id, "category_id": int(c), "bbox": b, "score": 0.9}
+                for s in samples for b, c in zip(s.boxes.tolist(), s.labels)]
+        occ = evaluate(samples, dets, "coco", label_map=open_dataset(path).label_map, attributes=True,
+                       attributes_root=path).attributes["occlusion"]
+        assert occ["available"] and sum(b["num_gt"] for b in occ["bins"].values()) > 0, path
+
+
 def _groceries_real(root, n=10):
     """A tiny UnityGroceries-Real folder (v3 layout, no split files: the reader makes 60/20/20 splits)."""
     from PIL import Image
@@ -274,6 +310,59 @@ def test_learned_study_concludes_with_an_interval(tmp_path):
     assert "over 3 seeds" in line
 
 
+@pytest.mark.slow  # builds a detector, draws the stats plots and runs its backbone: ~10 s on 2 cores
+def test_feature_distance_beside_the_ap_gap(tmp_path):
+    """Once the synthetic cell is finished, data_stats adds the Fréchet distance of its backbone to a cached
+    stats.json; the summary (JSON, text, report table) sets it beside that model's AP gap. The real
+    training data here are the synthetic data themselves: distance 0 on that pair."""
+    import torch
+
+    from synthgap.checkpoint import checkpoint_name, make_checkpoint, save_checkpoint
+    from synthgap.config import load_config
+    from synthgap.generate import generate
+    from synthgap.models import build_model
+    from synthgap.report.html import feature_vs_ap_table
+    from synthgap.study import data_stats, summarize
+
+    syn, test = str(tmp_path / "syn"), str(tmp_path / "test")
+    generate(syn, 3, format="coco", seed=8, width=64, height=48, progress=False)
+    generate(test, 3, format="coco", seed=3, width=64, height=48, style="target", progress=False)
+    cfg = study_config_from_dict({"datasets": {"synthetic": syn, "real_train": syn, "real_test": test},
+                                  "cells": ["synthetic"], "seeds": [3], "feature_images": 3,
+                                  "feature_crops_per_class": 4})
+    out = str(tmp_path / "out")
+    assert all("features" not in g for g in data_stats(cfg, out)["gap"].values())  # no model yet
+    folder = cell_dir(out, "synthetic", 3)
+    torch.manual_seed(0)
+    tcfg = load_config("cpu_small")
+    tcfg.model.name = "fasterrcnn_small_gn"  # GroupNorm: an untrained model's features already vary
+    ckpt = os.path.join(folder, "checkpoints", checkpoint_name("last"))
+    save_checkpoint(make_checkpoint(model=build_model(tcfg.model, 4), epoch=0, step=0, config=tcfg.to_dict(),
+                                    label_map={1: "a", 2: "b", 3: "c"}), ckpt)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        json.dump({"cell": "synthetic", "seed": 3, "metrics": {"coco": {"AP50": 0.1}},
+                   "in_domain": {"metrics": {"coco": {"AP50": 0.5}}}}, f)
+    doc = data_stats(cfg, out)  # the cached stats.json lacks features: added now
+    assert json.loads((tmp_path / "out" / "stats" / "stats.json").read_text())["gap"] == doc["gap"]
+    same, other = doc["gap"]["real train"]["features"], doc["gap"]["real test"]["features"]
+    assert same["backbone"] == ckpt and same["images"] == [3, 3] and other["images"] == [3, 3]
+    assert same["image"] == pytest.approx(0.0, abs=1e-6) and other["image"] > 1e-6
+
+    fg = summarize(cfg, out, doc)["feature_gap"]
+    assert fg["model"] == "synthetic seed3" and fg["backbone"] == ckpt
+    rows = {r["dataset"]: r for r in fg["rows"]}
+    assert rows["real test"]["pair"] == "synthetic -> real test" and rows["real test"]["image"] == other["image"]
+    assert rows["real test"]["AP gap"] == pytest.approx(0.4)
+    assert rows["real test"]["transfer ratio"] == pytest.approx(0.2)
+    assert rows["real train"]["coco AP50"] is None  # the model is scored on the real test data only
+    text = format_summary(summarize(cfg, out, doc))
+    assert "Feature distance beside the AP gap (synthetic seed3's backbone" in text
+    line = next(x for x in text.splitlines() if x.strip().startswith("synthetic -> real test"))
+    assert line.split()[-4:] == ["0.500", "0.100", "0.400", "0.200"]
+    html = feature_vs_ap_table(fg)
+    assert 'data-dataset="real test"' in html and "<td>0.4000</td><td>0.2000</td>" in html
+
+
 TINY_OVERRIDES = ["train.epochs=1", "train.batch_size=4", "eval.batch_size=4", "data.image_size=[128, 96]",
                   "model.min_size=96", "model.max_size=128", "model.rpn_pre_nms_top_n_test=100",
                   "model.rpn_post_nms_top_n_test=50", "model.box_detections_per_img=20", "train.log_every=1"]
@@ -308,6 +397,9 @@ def test_tiny_study_end_to_end_and_skip_on_rerun(tmp_path):
                      "checkpoints/FasterRCNN.last.estimator"):
             assert (folder / name).exists(), name
         assert any("tfevents" in f for f in os.listdir(folder / "tb"))
+        for where in (folder, folder / "in_domain"):  # the held-out subsets kept the generator's visible pixels
+            occ = json.loads((where / "metrics_coco.json").read_text())["attributes"]["occlusion"]
+            assert occ["available"] and sum(b["num_gt"] for b in occ["bins"].values()) > 0, where
     assert json.loads((out / "cells" / "synthetic" / "seed5" / "metrics.json").read_text())["in_domain"]["data"] \
         .endswith(os.path.join("synthetic_holdout", "annotations.json"))
     ft = json.loads((out / "cells" / "finetune-100" / "seed5" / "run.json").read_text())
@@ -319,6 +411,11 @@ def test_tiny_study_end_to_end_and_skip_on_rerun(tmp_path):
     assert "tiny study" in text and 'id="study-summary"' in text and 'id="comparison"' in text
     stats = json.loads((out / "stats" / "stats.json").read_text())  # the data gap section
     assert list(stats["datasets"]) == ["synthetic", "real train", "real test"] and 'id="data-gap"' in text
+    fg = summary["feature_gap"]  # the synthetic model's backbone: feature distance beside its AP gap
+    syn_ckpt = str(out / "cells" / "synthetic" / "seed5" / "checkpoints" / "FasterRCNN.last.estimator")
+    assert stats["gap"]["real test"]["features"]["backbone"] == syn_ckpt == fg["backbone"]
+    assert [r["dataset"] for r in fg["rows"]] == ["real train", "real test"]
+    assert 'id="feature-vs-ap"' in text and "Feature distance beside the AP gap" in (out / "summary.txt").read_text()
     assert text.count('class="run-row"') == 3 and text.count('class="gallery-image"') == 3
     for cell in cells:
         assert f'data-run="{cell} seed5"' in text

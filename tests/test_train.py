@@ -1,6 +1,7 @@
 """The training loop, on tiny generated data (coloured rectangles, tests/shapes.py)."""
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -200,7 +201,8 @@ def test_learns_coloured_rectangles(tmp_path):
     The untrained model scores AP50 ~0.01. About 60 s on an idle 2-core machine.
     """
     from synthgap.data import open_dataset
-    from synthgap.evaluate import compute_metrics, eval_dataset, make_eval_loader, original_sizes, predict_detections
+    from synthgap.metrics import evaluate
+    from synthgap.predict import predict_samples
 
     train_dir = make_coco(tmp_path / "train", 64, size=(96, 96), seed=1)
     val_dir = make_coco(tmp_path / "val", 32, size=(96, 96), seed=2)
@@ -209,15 +211,16 @@ def test_learns_coloured_rectangles(tmp_path):
         "model.min_size=96", "model.max_size=96", "data.image_size=null", "model.anchor_sizes=[16,32,64]",
         "model.rpn_pre_nms_top_n_train=600", "model.rpn_post_nms_top_n_train=300", "model.box_score_thresh=0.0",
         "model.rpn_pre_nms_top_n_test=300", "model.rpn_post_nms_top_n_test=150", "model.rpn_batch_size_per_image=64",
-        "model.box_batch_size_per_image=32", "train.epochs=10", "train.batch_size=8", "optimizer.name=adamw",
-        "optimizer.lr=1e-3", "optimizer.warmup_steps=20", "optimizer.weight_decay=1e-4", "train.tb_images=0"])
+        "model.box_batch_size_per_image=32", "model.box_positive_fraction=0.25", "model.backbone_depths=null",
+        "train.epochs=10", "train.batch_size=8", "optimizer.name=adamw", "optimizer.lr=1e-3",
+        "optimizer.warmup_steps=20", "optimizer.weight_decay=1e-4", "optimizer.lr_schedule=step",
+        "optimizer.lr_step_size=0", "train.tb_images=0"])
     val = list(open_dataset(val_dir))
     torch.manual_seed(cfg.train.seed)  # the same initial weights train() starts from
     untrained = build_model(cfg.model, 4)
     device = torch.device("cpu")
-    detections = predict_detections(untrained, make_eval_loader(eval_dataset(val, None), 8, 0, device), device,
-                                    original_sizes(val))
-    untrained_ap50 = compute_metrics(val, detections, LABEL_MAP).stats["AP50"]
+    detections = predict_samples(untrained, val, device, batch_size=8, processes=1)
+    untrained_ap50 = evaluate(val, detections, "coco", label_map=LABEL_MAP).stats["AP50"]
 
     summary = train(cfg, train_data=train_dir, val_data=val_dir, checkpoint_dir=str(tmp_path / "ck"), progress=False)
     last = summary["metrics"]
@@ -330,3 +333,31 @@ def test_epoch_files_are_lean_last_resumes_and_keep_checkpoints_prunes(data, tmp
                                             "train.keep_checkpoints=0"])
     train(zero, train_data=train_dir, checkpoint_dir=str(tmp_path / "ck0"), no_val=True, progress=False)
     assert set(os.listdir(tmp_path / "ck0")) == {"FasterRCNN.last.estimator", "config.yaml"}
+
+
+def test_learning_rate_schedules():
+    """Warm-up, then: "step" (x gamma every lr_step_size epochs; 0 = constant) or "cosine" from lr to
+    lr * lr_min_ratio at the last step of epochs x steps_per_epoch."""
+    from synthgap.config import OptimizerConfig
+    from synthgap.train import build_scheduler
+
+    def lrs(cfg, steps_per_epoch=5, epochs=4):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        scheduler = build_scheduler(cfg, optimizer, steps_per_epoch, epochs)
+        out = []
+        for _ in range(steps_per_epoch * epochs):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    constant = lrs(OptimizerConfig(lr=0.1, warmup_steps=4))
+    assert constant[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1]) and constant[4:] == pytest.approx([0.1] * 16)
+    step = lrs(OptimizerConfig(lr=0.1, lr_step_size=2, lr_gamma=0.5))
+    assert step[9] == pytest.approx(0.1) and step[10] == pytest.approx(0.05) and step[-1] == pytest.approx(0.05)
+    cosine = lrs(OptimizerConfig(lr=0.1, lr_schedule="cosine", lr_min_ratio=0.1))
+    assert cosine[0] == pytest.approx(0.1) and cosine[10] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5))
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))  # decreasing every step
+    assert cosine[-1] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 19 / 20))))
+    with pytest.raises(ConfigError, match="optimizer.lr_schedule"):
+        load_config("cpu_small", ["optimizer.lr_schedule=linear"])

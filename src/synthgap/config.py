@@ -45,8 +45,10 @@ class ModelConfig:
     rpn_post_nms_top_n_test: Optional[int] = None
     rpn_batch_size_per_image: Optional[int] = None
     box_batch_size_per_image: Optional[int] = None
+    box_positive_fraction: Optional[float] = None  # of the sampled RoIs at most this share are objects (0.25)
     # fasterrcnn_small_gn only (a from-scratch CPU model, synthgap.models.small_gn_backbone):
     backbone_widths: list[int] = field(default_factory=lambda: [32, 64, 128, 128])  # channels per stride-2 stage
+    backbone_depths: Optional[list[int]] = None  # stride-1 convs after each stage's stride-2 conv (None: 1 each)
     backbone_norm: Literal["group", "batch", "none"] = "group"  # GroupNorm(8): batch-size independent
     anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # anchor sides, pixels
     anchor_aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # height / width
@@ -80,8 +82,12 @@ class OptimizerConfig:
     lr: float = 2e-4
     momentum: float = 0.9            # sgd only
     weight_decay: float = 0.0
-    lr_step_size: int = 0            # StepLR period in epochs; 0 = constant lr (datasetinsights' Adam)
+    # after warm-up: "step" multiplies lr by lr_gamma every lr_step_size epochs (0 = constant lr,
+    # datasetinsights' Adam); "cosine" decays lr to lr * lr_min_ratio over the whole run (all epochs)
+    lr_schedule: Literal["step", "cosine"] = "step"
+    lr_step_size: int = 0            # StepLR period in epochs (lr_schedule "step")
     lr_gamma: float = 0.1
+    lr_min_ratio: float = 0.0        # cosine: final lr as a fraction of lr
     warmup_steps: int = 0            # linear warm-up over this many optimizer steps
 
 
@@ -214,7 +220,7 @@ _POSITIVE = {"train.epochs", "train.batch_size", "train.accumulation_steps", "ev
              "optimizer.lr", "model.box_detections_per_img", "train.log_every"}
 _NON_NEGATIVE = {"train.workers", "eval.workers", "train.val_interval", "train.max_steps_per_epoch",
                  "optimizer.weight_decay", "optimizer.lr_step_size", "optimizer.warmup_steps", "train.tb_images",
-                 "train.keep_checkpoints"}
+                 "train.keep_checkpoints", "optimizer.lr_min_ratio"}
 
 
 def _check_ranges(obj: Any, prefix: str, source: str) -> None:
@@ -226,6 +232,12 @@ def _check_ranges(obj: Any, prefix: str, source: str) -> None:
             raise ConfigError(f"{source}: {key} must be >= 0, got {value!r}")
     if prefix == "data" and obj.image_size is not None and (len(obj.image_size) != 2 or min(obj.image_size) <= 0):
         raise ConfigError(f"{source}: data.image_size must be [width, height] > 0, got {obj.image_size!r}")
+    if prefix == "model" and obj.box_positive_fraction is not None and not 0 < obj.box_positive_fraction <= 1:
+        raise ConfigError(f"{source}: model.box_positive_fraction must be in (0, 1], got {obj.box_positive_fraction!r}")
+    if prefix == "model" and obj.backbone_depths is not None and (
+            len(obj.backbone_depths) != len(obj.backbone_widths) or min(obj.backbone_depths, default=0) < 0):
+        raise ConfigError(f"{source}: model.backbone_depths needs one count >= 0 per model.backbone_widths entry "
+                          f"({len(obj.backbone_widths)}), got {obj.backbone_depths!r}")
     if prefix == "data" and not 0 < obj.val_fraction < 1:
         raise ConfigError(f"{source}: data.val_fraction must be between 0 and 1, got {obj.val_fraction!r}")
     if prefix == "eval":

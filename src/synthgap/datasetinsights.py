@@ -135,16 +135,20 @@ def translate(raw: dict, source: str = "<datasetinsights config>",
             else:
                 note(key, value, "object detection is all synthgap does")
         elif key == "pretrained":
-            if value is True:
-                refuse(key, value, "synthgap never downloads weights; start from a checkpoint with "
-                                   "-p/--checkpoint-file or --override model.weights=PATH")
+            if value is True and _none(raw.get("checkpoint_file")):
+                # torchvision's COCO-trained detector, its box predictor replaced for our classes
+                to(key, value, "model.weights", "coco")
+            elif value is True:
+                note(key, value, "checkpoint_file gives the starting weights (datasetinsights loaded it last)")
             else:
-                note(key, value, "weights start random unless -p/--checkpoint-file is given")
+                note(key, value, "the detector's weights start random unless -p/--checkpoint-file is given")
         elif key == "pretrained_backbone":
-            if value is True:
-                note(key, value, "synthgap never downloads weights: datasetinsights loaded torchvision's ImageNet "
-                                 "backbone; to do the same pass --override model.backbone_weights=PATH to that "
-                                 "file (resnet50-0676ba61.pth), else the backbone starts random")
+            if value is True and raw.get("pretrained") is not True:
+                # torchvision's ImageNet classifier with frozen BatchNorm, fetched through torch.hub's cache
+                to(key, value, "model.weights_backbone", "imagenet")
+            elif value is True:
+                note(key, value, "pretrained: True loads the whole COCO detector (torchvision ignores the "
+                                 "backbone weights then)")
             else:
                 note(key, value, "the backbone starts random")
         elif key == "checkpoint_file":

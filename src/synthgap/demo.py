@@ -51,6 +51,7 @@ class DemoSize:
     synthetic_holdout: float = 0.1    # synthetic images held out for the synthetic model's in-domain test
     real_holdout: float = 0.2         # target-train images held out for the target models' in-domain test
     finetune_lr: Optional[float] = None  # None: the same recipe as target-only (only the start differs)
+    jobs: int = 2                     # seeds trained side by side, one torch thread each (StudyConfig.jobs)
 
 
 SIZES = {
@@ -88,6 +89,7 @@ def demo_study_config(s: DemoSize, synthetic: str, target_train: str, target_tes
         cells=["synthetic", "real", "finetune"],
         fractions=list(s.fractions),
         seeds=list(s.seeds),
+        jobs=s.jobs,
         synthetic_holdout=s.synthetic_holdout,
         real_holdout=s.real_holdout,
         real_steps=s.real_steps,

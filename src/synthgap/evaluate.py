@@ -114,17 +114,3 @@ def _write_test_scalars(results: Mapping, tb_log_dir: str) -> None:
         for name, value in result.stats.items():
             writer.add_scalar(f"test_{protocol}/{name}", float(value), 0)
     tblog.close(writer, tb_log_dir)
-
-
-# ---- TEMPORARY: the old names tests/test_train.py::test_learns_coloured_rectangles still imports; -------
-# ---- remove once it calls synthgap.predict.predict_samples and synthgap.metrics.evaluate ------------------
-from synthgap.predict import eval_dataset, make_eval_loader, original_sizes, predict  # noqa: E402,F401
-
-
-def compute_metrics(samples, detections, label_map, protocol="coco"):
-    return evaluate(list(samples), detections, protocol=protocol, label_map=dict(label_map))
-
-
-def predict_detections(model, loader, device, original_sizes=None, progress=False):
-    return predict(model, loader.dataset, device, batch_size=loader.batch_size, workers=loader.num_workers,
-                   original_sizes=original_sizes, progress=progress, processes=1)

@@ -26,7 +26,7 @@ import shutil
 import socket
 import sys
 import time
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from synthgap import storage
 from synthgap.errors import SynthgapError, WriteError
@@ -39,14 +39,28 @@ _OLD_TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$|^\.synthgap-extract-[A-
 STALE_TEMP_SECONDS = 24 * 3600  # a temporary entry this old is removed whatever its pid says (pid reuse)
 
 
-def remove_stale_temps(folder: str) -> list[str]:
+def remove_stale_temps(folder: str, subfolders: Iterable[str] = ()) -> list[str]:
     """Remove the temporary files and folders that dead synthgap processes left in the local ``folder``
     (e.g. after ``kill -9``): entries named by `synthgap.storage.temp_tag` whose pid is not running on this
-    host, and any synthgap temporary entry older than `STALE_TEMP_SECONDS`. Returns the names removed; URIs:
-    nothing. Not recursive: callers pass the folders their own writes go to."""
+    host, and any synthgap temporary entry older than `STALE_TEMP_SECONDS`. Returns the names removed
+    (relative to ``folder``); URIs: nothing.
+
+    Not recursive (a dataset can hold 100k images): `synthgap.storage.atomic_write` puts a file's temporary
+    beside the file, so callers pass ``subfolders`` (relative to ``folder``, e.g. ``images``) where their
+    writers put files; each is listed once, and a missing one is skipped."""
     if not storage.is_local(folder) or not os.path.isdir(storage.local_path(folder)):
         return []
-    root, removed, now = storage.local_path(folder), [], time.time()
+    removed = _remove_stale_in(storage.local_path(folder))
+    for sub in subfolders:
+        path = os.path.join(storage.local_path(folder), *[p for p in sub.replace("\\", "/").split("/") if p])
+        if os.path.isdir(path) and not os.path.islink(path):
+            removed += [f"{sub.rstrip('/')}/{name}" for name in _remove_stale_in(path)]
+    return removed
+
+
+def _remove_stale_in(root: str) -> list[str]:
+    """`remove_stale_temps` of one folder, not recursive."""
+    removed, now = [], time.time()
     for name in os.listdir(root):
         m = _TEMP_RE.match(name)
         if not m and not _OLD_TEMP_RE.match(name):

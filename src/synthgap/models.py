@@ -35,11 +35,14 @@ from synthgap.config import ModelConfig
 from synthgap.errors import SynthgapError
 
 
-def small_gn_backbone(widths: list[int], norm: str = "group") -> nn.Module:
-    """A plain from-scratch CNN: per width, a stride-2 3x3 conv and a 3x3 conv, each + norm + ReLU.
+def small_gn_backbone(widths: list[int], norm: str = "group", depths: list[int] | None = None) -> nn.Module:
+    """A plain from-scratch CNN: per width, a stride-2 3x3 conv then ``depths[i]`` (default 1) stride-1
+    3x3 convs, each + norm + ReLU.
 
     Output stride 2**len(widths) pixels (16 for 4 stages), one feature map of ``widths[-1]`` channels.
-    GroupNorm(8) trains from scratch at small batches (BatchNorm statistics of 4-8 images are noisy).
+    Each extra conv of the last stage widens the receptive field by 2 x stride pixels (context to tell
+    classes apart) at the cost of one conv on the smallest map. GroupNorm(8) trains from scratch at small
+    batches (BatchNorm statistics of 4-8 images are noisy).
     """
     def block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
         layer = {"group": lambda: nn.GroupNorm(min(8, c_out), c_out), "batch": lambda: nn.BatchNorm2d(c_out),
@@ -47,8 +50,10 @@ def small_gn_backbone(widths: list[int], norm: str = "group") -> nn.Module:
         return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=norm == "none"), layer(), nn.ReLU(inplace=True)]
 
     layers, c_in = [], 3
-    for width in widths:
-        layers += block(c_in, width, 2) + block(width, width, 1)
+    for width, depth in zip(widths, depths or [1] * len(widths)):
+        layers += block(c_in, width, 2)
+        for _ in range(depth):
+            layers += block(width, width, 1)
         c_in = width
     for m in layers:
         if isinstance(m, nn.Conv2d):
@@ -63,7 +68,7 @@ def fasterrcnn_small_gn(cfg: ModelConfig, num_classes: int, **kwargs) -> detecti
     """torchvision's FasterRCNN on `small_gn_backbone`: one feature map, anchors ``cfg.anchor_sizes``
     (pixels of the model's input) x ``cfg.anchor_aspect_ratios``, RoIAlign 7x7, a two-layer box head.
     Built to learn fast from scratch on a CPU (BENCHMARKS.md, "A from-scratch CPU recipe")."""
-    backbone = small_gn_backbone(cfg.backbone_widths, cfg.backbone_norm)
+    backbone = small_gn_backbone(cfg.backbone_widths, cfg.backbone_norm, cfg.backbone_depths)
     anchors = AnchorGenerator(sizes=(tuple(cfg.anchor_sizes),), aspect_ratios=(tuple(cfg.anchor_aspect_ratios),))
     roi_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
     head = TwoMLPHead(backbone.out_channels * 7 * 7, cfg.box_head_width)
@@ -81,7 +86,8 @@ ARCHITECTURES = {
 # ModelConfig fields passed to torchvision's FasterRCNN as keyword arguments when not None.
 _MODEL_KWARGS = ("min_size", "max_size", "box_score_thresh", "box_detections_per_img",
                  "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
-                 "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image")
+                 "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image",
+                 "box_positive_fraction")
 
 # torchvision's published weights per architecture: (ImageNet classification backbone, COCO detector)
 PRETRAINED = {

@@ -39,7 +39,7 @@ import yaml
 
 from synthgap import locks, storage
 from synthgap.config import Config, ConfigError, apply_overrides, from_dict, load_config
-from synthgap.errors import DatasetError
+from synthgap.errors import DatasetError, SynthgapError
 
 log = logging.getLogger("synthgap.study")
 
@@ -48,6 +48,7 @@ SUMMARY_COLUMNS = (("coco", "AP"), ("coco", "AP50"), ("coco", "AR100"), ("unity"
                    ("unity", "mAR"))
 IN_DOMAIN_COLUMNS = (("coco", "AP"), ("coco", "AP50"))
 HEADLINE = "coco AP50"  # the in-domain floor, the transfer ratio, the comparison plot and the conclusions use it
+TEST_DATASET = "real test"  # the real test data's name in the data statistics (every cell's AP is measured on it)
 NOT_LEARNED = "did not learn in its own domain: this number says nothing about the dataset; train longer"
 CI_METHOD = ("95 % paired t-interval over seeds: mean of the per-seed differences (synthetic-then-real minus "
              "real-only, same seed and real subset) +/- t(0.975, n-1) * sd / sqrt(n); with 2 seeds t = 12.7, "
@@ -83,6 +84,9 @@ class StudyConfig:
     cells: list[Literal["synthetic", "real", "finetune"]] = field(default_factory=lambda: list(CELL_KINDS))
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.5, 1.0])  # real budgets (real and finetune)
     seeds: list[int] = field(default_factory=lambda: [47])
+    # processes that run seeds side by side, the CPU cores split between them (torch threads = cores / jobs):
+    # small CPU models train faster as 2 one-thread processes than as one two-thread process
+    jobs: int = 1
     subset_seed: int = 0                    # the fixed random order of every split and subset
     synthetic_holdout: float = 0.1          # fraction of the synthetic images held out (in-domain test)
     real_holdout: float = 0.1               # fraction of the real training split held out when no real_val
@@ -95,6 +99,8 @@ class StudyConfig:
     finetune_overrides: list[str] = field(default_factory=lambda: ["optimizer.lr=2.0e-5"])  # the seed's fine-tune lr
     gallery_images: int = 4                 # report: test images drawn per run, and frames per dataset
     data_stats: bool = True                 # `synthgap stats` of synthetic vs real train (and test) in the report
+    feature_images: int = 100               # images per dataset for the feature distance (0: not measured)
+    feature_crops_per_class: int = 50       # object crops per class and dataset for the per-class distance
 
     def validate(self, source: str = "<study>") -> "StudyConfig":
         """Raise ConfigError naming the key when something cannot run."""
@@ -126,6 +132,13 @@ class StudyConfig:
             raise ConfigError(f"{source}: in_domain_floor must be in [0, 1] (COCO AP50), got {self.in_domain_floor}")
         if self.real_steps < 0:
             raise ConfigError(f"{source}: real_steps must be >= 0, got {self.real_steps}")
+        if self.jobs < 1:
+            raise ConfigError(f"{source}: jobs must be >= 1 (processes running seeds side by side), got {self.jobs}")
+        for key in ("feature_images", "feature_crops_per_class"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{source}: {key} must be >= 0, got {getattr(self, key)}")
+        if self.feature_images == 1:
+            raise ConfigError(f"{source}: feature_images must be 0 (off) or >= 2 (a covariance needs 2 images)")
         for kind in CELL_KINDS:  # fail now, not after hours of training
             self.train_cfg(kind, self.seeds[0], source)
         return self
@@ -197,13 +210,30 @@ def is_finished(out: str, cell: str, seed: int) -> bool:
 # splits and subsets: COCO files under OUT/subsets referencing the original images, written once
 
 
-def _write_coco(ds, indices, path: str) -> str:
-    """A COCO file of ``ds[i] for i in indices`` referencing the original images (written atomically)."""
+def _write_coco(ds, indices, path: str, source: str | None = None) -> str:
+    """A COCO file of ``ds[i] for i in indices`` referencing the original images (written atomically).
+
+    A COCO file has no place for visible pixels: when the dataset at ``source`` has them with the unoccluded
+    count (the generator's per-frame table, or in the samples' metadata), they go into the subset's own
+    table (``<folder>/generator/frames.subset.jsonl``, keyed by image id, written before the COCO file that
+    marks the subset done), so AP by occlusion and the visible-fraction statistics work on the subset too."""
     from synthgap.data.coco import CocoWriter
+    from synthgap.stats.accumulate import VisiblePixels, side_table_folder, write_side_table
 
     writer = CocoWriter(path, ds.label_map)
+    visible = VisiblePixels(source) if source else None
+    rows = []
     for i in indices:
-        writer.add(ds[i])
+        sample = ds[i]
+        writer.add(sample)
+        # only the sources with both counts (the others would re-read every SOLO frame for a fraction-less count)
+        if visible is not None and (visible.table or "visible_pixels" in (sample.metadata or {})):
+            found = visible(sample)
+            if found is not None and found[1] in ("generator", "metadata") and found[0][1] is not None:
+                rows.append({"frame": int(sample.image_id), "visible_pixels": found[0][0].tolist(),
+                             "full_pixels": found[0][1].tolist()})
+    if rows:
+        write_side_table(side_table_folder(path), rows)
     return writer.close()
 
 
@@ -230,8 +260,8 @@ def synthetic_split(cfg: StudyConfig, out: str) -> tuple[str, str]:
     if not (storage.exists(train) and storage.exists(held)):
         ds = open_dataset(cfg.datasets.synthetic, cfg.datasets.synthetic_format)
         keep, hold = holdout_split(len(ds), cfg.synthetic_holdout, cfg.subset_seed, cfg.datasets.synthetic)
-        _write_coco(ds, hold, held)
-        _write_coco(ds, keep, train)
+        _write_coco(ds, hold, held, cfg.datasets.synthetic)
+        _write_coco(ds, keep, train, cfg.datasets.synthetic)
         log.info("synthetic split: %d train, %d held out -> %s", len(keep), len(hold), storage.join(out, "subsets"))
     return train, held
 
@@ -253,7 +283,7 @@ def real_data(cfg: StudyConfig, which: str, out: str) -> tuple[str, str | None]:
     path = storage.join(out, "subsets", f"real_{which}_split_{split}", "annotations.json")
     if not storage.exists(path):
         ds = _open_real(cfg, root, split)
-        _write_coco(ds, range(len(ds)), path)
+        _write_coco(ds, range(len(ds)), path, root)
         log.info("real %s split %r: %d images -> %s", which, split, len(ds), path)
     return path, "coco"
 
@@ -273,8 +303,8 @@ def real_pool_and_val(cfg: StudyConfig, out: str) -> tuple[tuple[str, str | None
         path, fmt = real_data(cfg, "train", out)
         ds = open_dataset(path, fmt)
         keep, hold = holdout_split(len(ds), cfg.real_holdout, cfg.subset_seed, path)
-        _write_coco(ds, hold, val)
-        _write_coco(ds, keep, pool)
+        _write_coco(ds, hold, val, path)
+        _write_coco(ds, keep, pool, path)
         log.info("real validation: %d held out of %d training images -> %s", len(hold), len(ds), val)
     return (pool, "coco"), (val, "coco")
 
@@ -293,7 +323,7 @@ def real_subset(cfg: StudyConfig, fraction: float, out: str) -> str:
     ds = open_dataset(pool, fmt)
     order = np.random.default_rng(cfg.subset_seed).permutation(len(ds))
     n = max(1, int(round(fraction * len(ds))))
-    _write_coco(ds, sorted(order[:n].tolist()), path)
+    _write_coco(ds, sorted(order[:n].tolist()), path, pool)
     log.info("real subset %s %%: %d of %d images -> %s", fraction_tag(fraction), n, len(ds), path)
     return path
 
@@ -383,6 +413,57 @@ def run_cell(cfg: StudyConfig, out: str, cell: str, seed: int, progress: bool = 
     return doc
 
 
+def run_seed(cfg: StudyConfig, out: str, seed: int, progress: bool = False, threads: int | None = None) -> None:
+    """Run the unfinished cells of one seed in order (a finetune cell starts from that seed's synthetic
+    cell). ``threads``: torch threads of this process (set in the worker processes of `run_seeds_side_by_side`)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    for cell in cell_names(cfg):
+        if is_finished(out, cell, seed):
+            log.info("study cell %s seed %d: finished, skipped", cell, seed)
+            continue
+        run_cell(cfg, out, cell, seed, progress=progress)
+
+
+def _seed_worker(cfg: StudyConfig, out: str, seed: int, threads: int, level: int) -> str | None:
+    """`run_seed` in a spawned process: returns None, or the error as one line (exceptions with keyword
+    fields do not always survive pickling back to the parent)."""
+    logging.basicConfig(level=level, format=f"[seed {seed}] %(message)s")
+    try:
+        run_seed(cfg, out, seed, progress=False, threads=threads)
+        return None
+    except Exception as e:  # reported by the parent, with the seed
+        return f"{type(e).__name__}: {e}"
+
+
+def run_seeds_side_by_side(cfg: StudyConfig, out: str, seeds: list[int], jobs: int) -> None:
+    """Run ``seeds`` in ``jobs`` spawned processes, each with cores / jobs torch threads (the shared subset
+    files are written first, here, so that no two processes write one file). No progress bars: each
+    process logs its cells' lines, prefixed with its seed."""
+    import concurrent.futures
+    import multiprocessing
+    import os
+
+    if "synthetic" in cfg.cells:
+        synthetic_split(cfg, out)
+    if "real" in cfg.cells or "finetune" in cfg.cells:
+        for fraction in cfg.fractions:
+            real_subset(cfg, fraction, out)
+        real_pool_and_val(cfg, out)
+    real_data(cfg, "test", out)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // jobs)
+    log.info("study: seeds %s in %d processes side by side, %d torch thread(s) each", seeds, jobs, threads)
+    level = logging.getLogger("synthgap").getEffectiveLevel()
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {seed: pool.submit(_seed_worker, cfg, out, seed, threads, level) for seed in seeds}
+        errors = [f"seed {seed}: {f.result()}" for seed, f in futures.items() if f.result()]
+    if errors:
+        raise SynthgapError("study cells failed: " + "; ".join(errors))
+
+
 def run_study(config: StudyConfig | str, out: str, progress: bool = False) -> str:
     """Run every unfinished cell x seed, then write summary.json and report.html; returns the report path."""
     from synthgap.report import build_report
@@ -399,16 +480,18 @@ def run_study(config: StudyConfig | str, out: str, progress: bool = False) -> st
             log.warning("%s: the study config changed since the last run; finished cells are kept as they are "
                         "(delete a cell's metrics.json to redo it)", saved)
         storage.write_text(saved, text)
-        for seed in cfg.seeds:
-            for cell in cell_names(cfg):
-                if is_finished(out, cell, seed):
-                    log.info("study cell %s seed %d: finished, skipped", cell, seed)
-                    continue
-                run_cell(cfg, out, cell, seed, progress=progress)
-        summary = summarize(cfg, out)
+        seeds = [s for s in cfg.seeds if not all(is_finished(out, c, s) for c in cell_names(cfg))]
+        jobs = min(cfg.jobs, len(seeds))
+        if jobs <= 1:
+            for seed in cfg.seeds:
+                run_seed(cfg, out, seed, progress)
+        else:
+            run_seeds_side_by_side(cfg, out, seeds, jobs)
+        # after every cell: the feature distance uses the trained synthetic model's backbone
+        stats = data_stats(cfg, out) if cfg.data_stats else None
+        summary = summarize(cfg, out, stats)
         storage.write_json(storage.join(out, "summary.json"), summary)
         storage.write_text(storage.join(out, "summary.txt"), format_summary(summary) + "\n")  # for a write-up
-        stats = data_stats(cfg, out) if cfg.data_stats else None
         runs = [cell_dir(out, c, s) for c in cell_names(cfg) for s in cfg.seeds]
         report = storage.join(out, "report.html")
         build_report(runs, report, title=cfg.name, gallery_images=cfg.gallery_images, summary=summary, stats=stats,
@@ -423,21 +506,52 @@ def study_datasets(cfg: StudyConfig, out: str) -> list[tuple[str, str, str | Non
         entries.append(("synthetic", cfg.datasets.synthetic, cfg.datasets.synthetic_format))
     if cfg.datasets.real_train:
         entries.append(("real train", *real_data(cfg, "train", out)))
-    entries.append(("real test", *real_data(cfg, "test", out)))
+    entries.append((TEST_DATASET, *real_data(cfg, "test", out)))
     return entries
+
+
+def feature_checkpoint(cfg: StudyConfig, out: str) -> str | None:
+    """The model whose backbone measures the feature distance: the synthetic cell of the first seed, once
+    finished (None without it, or with ``feature_images`` 0)."""
+    from synthgap.checkpoint import checkpoint_name
+
+    seed = cfg.seeds[0]
+    if not cfg.feature_images or "synthetic" not in cfg.cells or not is_finished(out, "synthetic", seed):
+        return None
+    ckpt = storage.join(cell_dir(out, "synthetic", seed), "checkpoints", checkpoint_name("last"))
+    return ckpt if storage.exists(ckpt) else None
 
 
 def data_stats(cfg: StudyConfig, out: str) -> dict[str, Any]:
     """`synthgap stats` of the study's datasets (synthetic first: the gap is measured from it), written
-    once to ``out/stats`` and reused on reruns."""
+    once to ``out/stats`` and reused on reruns; with a finished synthetic model (`feature_checkpoint`), each
+    gap also holds ``features``, the Fréchet distance of that model's backbone features (added to a cached
+    stats.json that lacks them or has another checkpoint's; ``feature_images`` images per dataset)."""
     from synthgap.stats import write_stats
+    from synthgap.stats.features import datasets_feature_gap
 
     path = storage.join(out, "stats", "stats.json")
-    if storage.exists(path):
-        return storage.read_json(path)
     entries = study_datasets(cfg, out)
-    return write_stats([e[1] for e in entries], storage.join(out, "stats"), names=[e[0] for e in entries],
-                       formats=[e[2] for e in entries])
+    if storage.exists(path):
+        doc = storage.read_json(path)
+    else:
+        doc = write_stats([e[1] for e in entries], storage.join(out, "stats"), names=[e[0] for e in entries],
+                          formats=[e[2] for e in entries])
+    ckpt = feature_checkpoint(cfg, out)
+    others = [e for e in entries[1:] if e[0] in doc.get("gap", {})]
+    if ckpt is None or not others or all((doc["gap"][e[0]].get("features") or {}).get("backbone") == ckpt
+                                         for e in others):
+        return doc
+    t0 = time.perf_counter()
+    gaps = datasets_feature_gap(entries[0][1], [e[1] for e in others], checkpoint=ckpt, format_a=entries[0][2],
+                                formats_b=[e[2] for e in others], max_images=cfg.feature_images,
+                                max_crops_per_class=cfg.feature_crops_per_class, crops=cfg.feature_crops_per_class > 0)
+    for (name, _, _), gap in zip(others, gaps):
+        doc["gap"][name]["features"] = gap
+    storage.write_json(path, doc)
+    log.info("feature distance (%s's backbone, up to %d images per dataset): %.1f s", ckpt, cfg.feature_images,
+             time.perf_counter() - t0)
+    return doc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -605,17 +719,68 @@ def _pm(stat: dict | None) -> str:
     return f"{stat['mean']:.3f}" + ("" if stat.get("std") is None else f" +/- {stat['std']:.3f}")
 
 
-def summarize(cfg: StudyConfig, out: str) -> dict[str, Any]:
+def feature_gap_summary(cfg: StudyConfig, out: str, stats: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The feature distance beside the AP gap (summary.json ``feature_gap``): per dataset pair of the data
+    statistics (synthetic -> each real dataset), the Fréchet distances measured with the synthetic model of
+    ``seeds[0]`` (`data_stats`), and that same model's in-domain and target COCO AP50, their difference and
+    transfer ratio (only on the pair whose real side is the test data: the model is scored nowhere else).
+    None when the statistics hold no feature distance."""
+    gaps = {name: g["features"] for name, g in ((stats or {}).get("gap") or {}).items()
+            if isinstance(g.get("features"), dict)}
+    if not gaps:
+        return None
+    seed = cfg.seeds[0]
+    doc = _cell_docs(cfg, out, "synthetic").get(seed) or {}
+    target, own = _metric(doc.get("metrics"), HEADLINE), _metric((doc.get("in_domain") or {}).get("metrics"), HEADLINE)
+    learned = _learned(doc, cfg.in_domain_floor) if doc else None
+    rows = []
+    for name, f in gaps.items():
+        scored = name == TEST_DATASET
+        rows.append({"pair": f"{stats['reference']} -> {name}", "reference": stats["reference"], "dataset": name,
+                     "images": f.get("images"), "image": f.get("image"), "per_class_mean": f.get("per_class_mean"),
+                     f"in-domain {HEADLINE}": own if scored else None, HEADLINE: target if scored else None,
+                     "AP gap": own - target if scored and own is not None and target is not None else None,
+                     "transfer ratio": target / own if scored and own and target is not None else None})
+    return {"model": f"synthetic seed{seed}", "seed": seed, "backbone": next(iter(gaps.values())).get("backbone"),
+            "metric": HEADLINE, "learned": learned, "rows": rows,
+            "note": ("Fréchet distance between Gaussians fitted to the synthetic model's backbone features (whole "
+                     "images; object crops per class, averaged over classes); squared feature units, 0 = same "
+                     "distribution, comparable only for one model. AP gap = in-domain minus target "
+                     f"{HEADLINE}, same model. One study is one point: compare several synthetic datasets to see "
+                     "whether the distance predicts the gap.")}
+
+
+def summarize(cfg: StudyConfig, out: str, stats: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every finished cell over seeds (target metrics, in-domain metrics, transfer ratio, learned flag), the
-    per-budget comparison and the conclusions: the summary.json document."""
+    per-budget comparison, the feature distance beside the AP gap (from ``stats``, a `data_stats` document)
+    and the conclusions: the summary.json document."""
     docs = {cell: d for cell in cell_names(cfg) if (d := _cell_docs(cfg, out, cell))}
     rows = {cell: _row(cfg, cell, d) for cell, d in docs.items()}
     summary = {"columns": [f"{p} {k}" for p, k in SUMMARY_COLUMNS],
                "in_domain_columns": [f"in-domain {p} {k}" for p, k in IN_DOMAIN_COLUMNS],
                "headline": HEADLINE, "in_domain_floor": cfg.in_domain_floor, "not_learned": NOT_LEARNED,
-               "rows": list(rows.values()), "comparison": compare(cfg, docs, rows), "ci_method": CI_METHOD}
+               "rows": list(rows.values()), "comparison": compare(cfg, docs, rows), "ci_method": CI_METHOD,
+               "feature_gap": feature_gap_summary(cfg, out, stats)}
     summary["conclusions"] = conclusions(summary)
     return summary
+
+
+def format_feature_gap(fg: dict[str, Any]) -> list[str]:
+    """`feature_gap` as text lines: one per dataset pair, the distances beside the synthetic model's AP."""
+    metric = fg.get("metric", HEADLINE).split()[-1]
+    lines = [f"Feature distance beside the AP gap ({fg['model']}'s backbone; Fréchet distance, squared feature "
+             "units):",
+             f"  {'dataset pair':<28}{'images':>9}{'FD image':>10}{'FD class mean':>15}{'in-domain ' + metric:>16}"
+             f"{'target ' + metric:>13}{'AP gap':>8}{'ratio':>7}"]
+    for r in fg["rows"]:
+        images = "/".join(str(n) for n in r.get("images") or []) or "n/a"
+        lines.append(f"  {r['pair']:<28}{images:>9}{_num(r.get('image')):>10}{_num(r.get('per_class_mean')):>15}"
+                     f"{_num(r.get('in-domain ' + fg.get('metric', HEADLINE))):>16}"
+                     f"{_num(r.get(fg.get('metric', HEADLINE))):>13}{_num(r.get('AP gap')):>8}"
+                     f"{_num(r.get('transfer ratio')):>7}")
+    if fg.get("learned") is False:
+        lines.append(f"  !! {fg['model']} {NOT_LEARNED}")
+    return lines
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -633,6 +798,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(line)
     lines.append(f"(transfer ratio = target / in-domain {metric}; floor for 'learned': in-domain {metric} >= "
                  f"{summary.get('in_domain_floor', 0):g})")
+    if summary.get("feature_gap"):
+        lines += ["", *format_feature_gap(summary["feature_gap"])]
     if summary.get("conclusions"):
         lines += ["", "What this says:"] + [f"  - {c}" for c in summary["conclusions"]]
     return "\n".join(lines)

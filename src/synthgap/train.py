@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from synthgap import storage, tblog, tracking
+from synthgap import locks, storage, tblog, tracking
 from synthgap.checkpoint import (check_resumable, checkpoint_name, label_map_of, lean, load_checkpoint,
                                  make_checkpoint, model_state, prune_epoch_checkpoints, save_checkpoint, set_rng_state)
 from synthgap.config import Config, OptimizerConfig, TrainConfig, dump_config
@@ -49,11 +49,19 @@ def build_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(cfg: OptimizerConfig, optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per optimizer step: linear warm-up over ``warmup_steps``, then x``lr_gamma`` every ``lr_step_size``
-    epochs (0 = constant, datasetinsights' Adam recipe)."""
+def build_scheduler(cfg: OptimizerConfig, optimizer, steps_per_epoch: int,
+                    epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per optimizer step: linear warm-up over ``warmup_steps``, then either x``lr_gamma`` every
+    ``lr_step_size`` epochs (``lr_schedule`` "step"; 0 = constant, datasetinsights' Adam recipe) or a
+    cosine from ``lr`` down to ``lr * lr_min_ratio`` at the last of ``epochs * steps_per_epoch`` steps
+    ("cosine": the step count is fixed by the config, so a resumed run continues the same curve)."""
+    total = max(1, epochs * steps_per_epoch)
+
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        if cfg.lr_schedule == "cosine":
+            done = min(1.0, step / total)
+            return warm * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * done)))
         decay = cfg.lr_gamma ** (step // (steps_per_epoch * cfg.lr_step_size)) if cfg.lr_step_size else 1.0
         return warm * decay
 
@@ -79,7 +87,10 @@ def train(cfg: Config, *, train_data: str | None = None, val_data: str | None = 
         raise ConfigError("no training data: set data.train (synthgap train --train-data)")
     rank, world, device = setup_distributed(no_cuda)
     master, writer, seed = rank == 0, None, cfg.train.seed
+    held = contextlib.ExitStack()
     try:
+        if master:  # rank 0 writes checkpoint_dir: one training run per folder at a time (synthgap.locks)
+            held.enter_context(locks.lock_folder(checkpoint_dir, "synthgap train"))
         with deterministic(cfg.train.deterministic):
             random.seed(seed + rank)
             np.random.seed(seed + rank)
@@ -105,7 +116,7 @@ def train(cfg: Config, *, train_data: str | None = None, val_data: str | None = 
             checkpoint = restore(model, label_map, resume=resume, checkpoint_file=checkpoint_file,
                                  checkpoint_dir=checkpoint_dir, train_data=train_data, verbose=master)
             optimizer = build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
-            scheduler = build_scheduler(cfg.optimizer, optimizer, steps_per_epoch)
+            scheduler = build_scheduler(cfg.optimizer, optimizer, steps_per_epoch, cfg.train.epochs)
             start_epoch, step, best_ap = 0, 0, -math.inf
             if checkpoint is not None:
                 start_epoch, step, best_ap = resume_training_state(checkpoint, optimizer, scheduler, scaler)
@@ -177,6 +188,7 @@ def train(cfg: Config, *, train_data: str | None = None, val_data: str | None = 
             tblog.close(writer, tb_log_dir)
         if world > 1:
             dist.destroy_process_group()
+        held.close()
     summary["best_ap"] = best_ap if math.isfinite(best_ap) else None
     return summary
 
@@ -368,6 +380,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer, scheduler, loader, device
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} batch {i}: {losses}")
         losses["loss"] = loss.item()
         if stepping:
+            lr = optimizer.param_groups[0]["lr"]  # the rate this step used (logged below)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -380,7 +393,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer, scheduler, loader, device
         if writer is not None and stepping and step % log_every == 0:
             for k, v in losses.items():
                 writer.add_scalar(f"train/{k}", v, step)
-            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            writer.add_scalar("train/lr", lr, step)
             writer.add_scalar("train/images_per_s", rate, step)
         if bar is not None:
             bar.set_postfix(loss=f"{losses['loss']:.3f}", img_s=f"{rate:.1f}", refresh=False)

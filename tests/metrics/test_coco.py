@@ -28,12 +28,17 @@ def assert_same_as_pycocotools(gt_dict, dets, params: CocoParams | None = None):
     np.testing.assert_allclose(r.recall, E.eval["recall"], rtol=0, atol=TOL)
     np.testing.assert_allclose(r.scores, E.eval["scores"], rtol=0, atol=TOL)
     assert_same_matches(r, E)
+    lean = evaluate(gt_dict, dets, params=params, matches=False)  # what `synthgap score` runs: same numbers
+    assert lean.matches is None and lean.stats == r.stats and lean.per_class == r.per_class
+    for name in ("precision", "recall", "scores"):
+        np.testing.assert_array_equal(getattr(lean, name), getattr(r, name))
     return r, E
 
 
 def assert_same_matches(r, E):
     """Matches (first area range) equal COCOeval's evalImgs: matched GT id and ignore flag per detection."""
     m = r.matches
+    assert m.det_gt.dtype == m.gt_det.dtype == np.int32  # row numbers: 4 bytes (issue 14, 10 M detections)
     n_img, n_area = len(E.params.imgIds), len(E.params.areaRng)
     seen = 0
     for i, e in enumerate(E.evalImgs):  # ordered [class][area range][image]

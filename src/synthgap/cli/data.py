@@ -150,14 +150,20 @@ def convert(src, dst, to, subset, predictions, format, split, image_root, copy_i
         raise click.UsageError(f"DST {dst} is, or is inside, SRC {src}: convert never writes into its source "
                                "(it would replace the annotations and images it reads); choose another DST")
     if to != "coco":
-        _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid)
+        if to == "yolo" and (not subset or "/" in subset or "\\" in subset or subset in (".", "..")):
+            raise click.BadParameter(f"a plain folder name (train, val, test), got {subset!r}", param_hint="--subset")
+        with locks.lock_folder(dst, f"synthgap convert --to {to}"):  # one writer of DST at a time
+            locks.remove_stale_temps(dst, subfolders=(f"images/{subset}", f"labels/{subset}") if to == "yolo"
+                                     else ("data",))  # where a killed export's writes left .tmp files
+            _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid)
         return
     from synthgap.data import DatasetError, SkipReport
     from synthgap.data.coco import CocoWriter
     from synthgap.data.info import iter_samples, problem_counts
 
     with locks.lock_folder(dst, "synthgap convert"):  # one writer of DST at a time
-        locks.remove_stale_temps(os.path.dirname(storage.absolute(out_json)))  # a killed convert's .tmp file
+        # a killed convert's .tmp files: beside the JSON and the copied images (atomic writes put them there)
+        locks.remove_stale_temps(os.path.dirname(storage.absolute(out_json)), subfolders=("images",))
         ds = _open(src, format, split, image_root, skip_invalid=skip_invalid)
         report = SkipReport() if skip_invalid else None
         n_boxes = 0
@@ -188,13 +194,12 @@ def convert(src, dst, to, subset, predictions, format, split, image_root, copy_i
 
 
 def _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid) -> None:
-    """`convert --to yolo` and `convert --to fiftyone` (both copy the images into DST)."""
+    """`convert --to yolo` and `convert --to fiftyone` (both copy the images into DST; the caller checked
+    ``subset`` and holds DST's lock)."""
     from synthgap import storage
     from synthgap.data import SkipReport
     from synthgap.data.info import iter_samples, problem_counts
 
-    if to == "yolo" and (not subset or "/" in subset or "\\" in subset or subset in (".", "..")):
-        raise click.BadParameter(f"a plain folder name (train, val, test), got {subset!r}", param_hint="--subset")
     if storage.is_within(dst, storage.absolute(src)):
         raise click.UsageError(f"DST {dst} is, or is inside, SRC {src}: choose another DST")
     ds = _open(src, format, split, image_root, skip_invalid=skip_invalid)

@@ -30,6 +30,13 @@ from synthgap.metrics.inputs import Detections, GroundTruth
 from synthgap.metrics.result import Matches, MetricsResult
 
 _EPS = np.spacing(1)  # pycocotools' guard in precision = tp / (tp + fp + eps)
+_PAIR_CHUNK = 1 << 20  # (detection, box) pairs whose IoU is computed at once: bounds box_iou's temporaries
+
+
+def _row_dtype(n: int) -> type:
+    """int32 for row numbers (and -1) of arrays below 2**31 rows: the per-detection match arrays are the
+    bulk of an evaluation's memory (issue 14: 10 M detections), and they hold only row indices."""
+    return np.int32 if n < 2 ** 31 - 1 else np.int64
 
 
 def _default_iou() -> tuple[float, ...]:
@@ -128,7 +135,7 @@ def _match(gt: GroundTruth, dt: Detections, ev: np.ndarray, ekey: np.ndarray, th
     """COCOeval's greedy matching for the evaluated detections ``ev`` (grouped by (image, class), ranked).
 
     Returns (cand, dtm): ``cand`` the positions in ``ev`` of detections with at least one candidate box,
-    ``dtm`` (len(cand), A, T) the matched ground-truth row or -1.
+    ``dtm`` (len(cand), A, T) the matched ground-truth row or -1 (int32 below 2**31 boxes).
     """
     A, T = gt_ig.shape[1], len(thr)
     K = len(gt.category_ids)
@@ -140,11 +147,16 @@ def _match(gt: GroundTruth, dt: Detections, ev: np.ndarray, ekey: np.ndarray, th
     total = int(cnt.sum())
     pe = np.repeat(np.arange(len(ev)), cnt)
     pg = gorder[np.repeat(lo - (np.cumsum(cnt) - cnt), cnt) + np.arange(total)]
-    iou = box_iou(dt.boxes[ev[pe]], gt.boxes[pg], gt.iscrowd[pg])
+    del lo, cnt
+    iou = np.empty(total)
+    for c0 in range(0, total, _PAIR_CHUNK):  # elementwise, so chunking changes no value
+        c = slice(c0, c0 + _PAIR_CHUNK)
+        iou[c] = box_iou(dt.boxes[ev[pe[c]]], gt.boxes[pg[c]], gt.iscrowd[pg[c]])
     keep = iou >= thr.min()
     pe, pg, iou = pe[keep], pg[keep], iou[keep]
+    del keep
     if not len(pe):
-        return np.zeros(0, np.int64), np.zeros((0, A, T), np.int64)
+        return np.zeros(0, np.int64), np.zeros((0, A, T), _row_dtype(len(gt)))
     first = np.empty(len(pe), bool)
     first[0] = True
     np.not_equal(pe[1:], pe[:-1], out=first[1:])
@@ -158,7 +170,7 @@ def _match(gt: GroundTruth, dt: Detections, ev: np.ndarray, ekey: np.ndarray, th
 
     matched = np.zeros((len(gt), A, T), bool)
     crowd = gt.iscrowd
-    dtm = np.full((len(cand), A, T), -1, np.int64)
+    dtm = np.full((len(cand), A, T), -1, _row_dtype(len(gt)))
     for s in range(len(bounds) - 1):
         s0, s1 = bounds[s], bounds[s + 1]
         g, v, r = pg[s0:s1], iou[s0:s1], row[s0:s1]
@@ -187,12 +199,13 @@ def _match(gt: GroundTruth, dt: Detections, ev: np.ndarray, ekey: np.ndarray, th
 
 
 def evaluate_coco(gt: GroundTruth, dt: Detections, params: CocoParams | None = None, *,
-                  det_area: np.ndarray | None = None) -> MetricsResult:
+                  det_area: np.ndarray | None = None, matches: bool = True) -> MetricsResult:
     """COCOeval bbox evaluation of ``dt`` against ``gt``; see the module docstring for the rules.
 
     ``det_area`` (D,): the value each detection's area range test uses instead of w * h (NaN: never
     outside); with ``gt.areas`` swapped for another per-box value this gives AP per bin of any
-    attribute (`synthgap.metrics.attributes`)."""
+    attribute (`synthgap.metrics.attributes`). ``matches=False`` leaves ``result.matches`` None: the
+    numbers are the same, without the (D, T) per-detection arrays (~55 bytes a detection)."""
     p = params or CocoParams()
     thr_raw = np.asarray(p.iou_thresholds, np.float64)
     thr = np.minimum(thr_raw, 1 - 1e-10)
@@ -206,17 +219,21 @@ def evaluate_coco(gt: GroundTruth, dt: Detections, params: CocoParams | None = N
     dkey = dt.image * K + dt.category
     order = np.lexsort((-dt.scores, dkey))
     rank_sorted = group_rank(dkey[order])
-    ev = order[rank_sorted < max_dets[-1]]            # evaluated detections, grouped by (image, class)
-    ev_rank = rank_sorted[rank_sorted < max_dets[-1]]
+    keep = rank_sorted < max_dets[-1]
+    ev = order[keep]                                  # evaluated detections, grouped by (image, class)
+    ev_rank = rank_sorted[keep].astype(_row_dtype(max_dets[-1]))
     ekey = dkey[ev]
+    del dkey, order, rank_sorted, keep                # 10 M detections: 80 MB each
 
     gt_ig = gt.iscrowd[:, None] | (gt.areas[:, None] < area_lo) | (gt.areas[:, None] > area_hi)  # (G, A)
     cand, dtm = _match(gt, dt, ev, ekey, thr, gt_ig)
+    del ekey
 
     # -- per evaluated detection: area outside each range (ignored when unmatched)
     det_area = dt.boxes[ev, 2] * dt.boxes[ev, 3] if det_area is None else np.asarray(det_area, np.float64)[ev]
     det_out = (det_area[:, None] < area_lo) | (det_area[:, None] > area_hi)   # (E, A)
-    cand_row = np.full(len(ev), -1, np.int64)
+    del det_area
+    cand_row = np.full(len(ev), -1, _row_dtype(len(cand)))
     cand_row[cand] = np.arange(len(cand))
 
     # -- accumulate: per class, detections pooled over images, sorted by score (stable over image id, rank)
@@ -226,7 +243,7 @@ def evaluate_coco(gt: GroundTruth, dt: Detections, params: CocoParams | None = N
     precision = -np.ones((T, R, K, A, M))
     recall = -np.ones((T, K, A, M))
     scores = -np.ones((T, R, K, A, M))
-    ev_cat = dt.category[ev]
+    ev_cat = dt.category[ev].astype(_row_dtype(K))
     ev_score = dt.scores[ev]
     # ev is ordered by (image, class, rank): a stable sort by (class, -score) leaves ties in (image, rank)
     # order, which is COCOeval's concatenation order before its stable sort by score
@@ -234,24 +251,23 @@ def evaluate_coco(gt: GroundTruth, dt: Detections, params: CocoParams | None = N
     for m, max_det in enumerate(max_dets):
         sel = pooled[ev_rank[pooled] < max_det]
         bounds = np.searchsorted(ev_cat[sel], np.arange(K + 1))
-        rows_sel = cand_row[sel]
-        cum_out = np.vstack([np.zeros((1, A), np.int64), np.cumsum(det_out[sel], axis=0)])
         for k in range(K):
             has_gt = npig[k] > 0
             if not has_gt.any():
                 continue
-            b0, b1 = bounds[k], bounds[k + 1]
-            prec_k, rec_k, score_k = _accumulate_class(sel[b0:b1], rows_sel[b0:b1], cum_out[b0:b1 + 1] - cum_out[b0],
-                                                       dtm, gt_ig, det_out, ev_score, npig[k], rec_thr, T)
+            sel_k = sel[bounds[k]:bounds[k + 1]]
+            cum_out = np.vstack([np.zeros((1, A), np.int64), np.cumsum(det_out[sel_k], axis=0, dtype=np.int64)])
+            prec_k, rec_k, score_k = _accumulate_class(sel_k, cand_row[sel_k], cum_out, dtm, gt_ig, det_out,
+                                                       ev_score, npig[k], rec_thr, T)
             precision[:, :, k, has_gt, m] = prec_k[:, :, has_gt]
             scores[:, :, k, has_gt, m] = score_k[:, :, has_gt]
             recall[:, k, has_gt, m] = rec_k[:, has_gt]
 
     stats = _summarize(precision, recall, thr_raw, p)
     per_class = _per_class(gt, precision, recall, thr_raw, p, npig, ev_cat)
-    matches = _matches(gt, dt, ev, cand, dtm, det_out, gt_ig, thr_raw)
+    match_arrays = _matches(gt, dt, ev, cand, dtm, det_out, gt_ig, thr_raw) if matches else None
     return MetricsResult(protocol="coco", stats=stats, per_class=per_class, params=p.to_dict(),
-                         category_ids=gt.category_ids, matches=matches, precision=precision, recall=recall,
+                         category_ids=gt.category_ids, matches=match_arrays, precision=precision, recall=recall,
                          scores=scores)
 
 
@@ -366,10 +382,10 @@ def _matches(gt: GroundTruth, dt: Detections, ev, cand, dtm, det_out, gt_ig, thr
     D, G, T = len(dt), len(gt), len(thr)
     evaluated = np.zeros(D, bool)
     evaluated[ev] = True
-    det_gt = np.full((D, T), -1, np.int64)
+    det_gt = np.full((D, T), -1, _row_dtype(G))
     det_ignore = np.zeros((D, T), bool)
     det_ignore[ev] = det_out[:, :1]
-    gt_det = np.full((G, T), -1, np.int64)
+    gt_det = np.full((G, T), -1, _row_dtype(D))
     if len(cand):
         rows = ev[cand]
         m0 = dtm[:, 0, :]

@@ -88,7 +88,7 @@ class MetricsResult:
         recall: COCO: [T, K, A, M]; unity: [T, K] AR per threshold and class (-1 = no ground truth).
         scores: COCO: [T, R, K, A, M] score at each recall threshold; None for unity.
         category_ids: (K,) label ids, the K axis of the arrays.
-        matches: per-detection / per-box match results (`Matches`).
+        matches: per-detection / per-box match results (`Matches`); None from ``evaluate(..., matches=False)``.
         errors: TIDE error breakdown (`synthgap.metrics.tide.ErrorBreakdown`) or None.
         attributes: AP / recall by object attribute bin (`synthgap.metrics.attributes`) or None.
     """
@@ -98,7 +98,7 @@ class MetricsResult:
     per_class: dict[int, dict[str, Any]]
     params: dict[str, Any]
     category_ids: np.ndarray
-    matches: Matches
+    matches: Matches | None
     precision: np.ndarray | None = None
     recall: np.ndarray | None = None
     scores: np.ndarray | None = None

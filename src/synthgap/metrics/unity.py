@@ -40,8 +40,10 @@ def box_iou_datasetinsights(gt: np.ndarray, dt: np.ndarray) -> np.ndarray:
     return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
 
 
-def evaluate_unity(gt: GroundTruth, dt: Detections, params: CocoParams | None = None) -> MetricsResult:
-    """datasetinsights' detection metrics; see the module docstring for the rules."""
+def evaluate_unity(gt: GroundTruth, dt: Detections, params: CocoParams | None = None, *,
+                   matches: bool = True) -> MetricsResult:
+    """datasetinsights' detection metrics; see the module docstring for the rules. ``matches=False``:
+    ``result.matches`` is None (same numbers, without the per-detection arrays)."""
     p = params or CocoParams()
     thr = np.asarray(p.iou_thresholds, np.float64)
     has50 = bool((thr == 0.5).any())
@@ -99,10 +101,10 @@ def evaluate_unity(gt: GroundTruth, dt: Detections, params: CocoParams | None = 
                           "APIOU50": float(ap[t50, k]) if defined else None,
                           "AR": float(np.mean(ar[t_main, k])) if defined else None,
                           "num_gt": int(num_gt[k]), "num_det": int((kept_cat == k).sum())}
-    matches = _matches(gt, dt, kept, best_gt, tp[:, t_main], thr)
+    match_arrays = _matches(gt, dt, kept, best_gt, tp[:, t_main], thr) if matches else None
     return MetricsResult(protocol="unity", stats=stats, per_class=per_class,
                          params={"iou_thresholds": thr.tolist(), "max_dets_per_image": p.unity_max_dets},
-                         category_ids=gt.category_ids, matches=matches, recall=ar[t_main],
+                         category_ids=gt.category_ids, matches=match_arrays, recall=ar[t_main],
                          extra={"ap": ap[t_main], "ap50": ap[t50]})
 
 

@@ -248,6 +248,9 @@ def render_page(title: str, runs: Sequence[Run], *, pr: bytes | None, per_class:
         if summary.get("comparison") is not None:
             body += ["<h2>Synthetic pretraining per real-data budget</h2>", comparison_section(summary, budget)]
         body += ["<h2>Study summary (mean &plusmn; std over seeds)</h2>", summary_table(summary)]
+        if summary.get("feature_gap"):
+            body += ["<h2>How far apart the data are, beside the AP gap</h2>",
+                     feature_vs_ap_table(summary["feature_gap"])]
     body += ["<h2>Metrics on the test set</h2>", metrics_table(runs),
              '<p class="muted">&ndash; = undefined (no ground truth in that range). COCO numbers are '
              "pycocotools' COCOeval; unity numbers follow datasetinsights.</p>",
@@ -319,3 +322,28 @@ def feature_gap_table(reference: str, features: dict[str, dict[str, Any]]) -> st
             f'<p class="muted">FD: Fréchet distance between Gaussians fitted to the backbone features of '
             f"{esc(backbone)} (squared feature units, 0 = same distribution; comparable only for one checkpoint). "
             "Set it beside the AP gap: see docs/metrics.md.</p>")
+
+
+def feature_vs_ap_table(fg: dict[str, Any]) -> str:
+    """The study's ``feature_gap`` (`synthgap.study.feature_gap_summary`): per dataset pair, the Fréchet
+    distances measured with the synthetic model's backbone beside that model's in-domain and target AP."""
+    metric = str(fg.get("metric", "coco AP50"))
+    short = metric.split()[-1]
+    value = (lambda v: "&ndash;" if v is None else num(v, ".4g"))
+    rows = []
+    for r in fg.get("rows") or []:
+        rows.append(f'<tr class="feature-ap-row" data-dataset="{esc(r.get("dataset"))}"><td class="name">'
+                    f'{esc(r.get("reference"))} &rarr; {esc(r.get("dataset"))}</td>'
+                    f'<td>{esc(" / ".join(str(n) for n in r.get("images") or []))}</td>'
+                    f'<td>{value(r.get("image"))}</td><td>{value(r.get("per_class_mean"))}</td>'
+                    f'<td>{fmt(r.get("in-domain " + metric))}</td><td>{fmt(r.get(metric))}</td>'
+                    f'<td>{fmt(r.get("AP gap"))}</td><td>{fmt(r.get("transfer ratio"))}</td></tr>')
+    flag = _warning(f"{fg.get('model')} did not learn in its own domain: these numbers say nothing about the "
+                    "dataset") if fg.get("learned") is False else ""
+    return (f'<table id="feature-vs-ap"><tr><th class="name" rowspan="2">dataset pair</th><th rowspan="2">images'
+            f'</th><th colspan="2">Fréchet distance ({esc(fg.get("model"))} backbone)</th><th colspan="4">'
+            f'{esc(fg.get("model"))} ({esc(metric)})</th></tr><tr><th>whole images</th><th>object crops<br>mean over '
+            f'classes</th><th>in-domain {esc(short)}</th><th>target {esc(short)}</th><th>AP gap</th>'
+            f'<th>transfer ratio</th></tr>' + "".join(rows) + f"</table>{flag}"
+            f'<p class="muted">{esc(fg.get("note", ""))} The model is scored only on the real test data, so the other '
+            "pairs show distances alone. See docs/metrics.md.</p>")

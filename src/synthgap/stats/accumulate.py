@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -132,6 +134,24 @@ class DatasetStats:
                 "visible_pixels_source": self.visible_source}
 
 
+def side_table_folder(root: str) -> str:
+    """The dataset folder of ``root``: itself, or the folder of a ``.json`` annotation file."""
+    if not str(root).lower().endswith(".json"):
+        return root
+    if storage.is_local(root):
+        return os.path.dirname(os.path.abspath(storage.local_path(root)))
+    return posixpath.dirname(root)
+
+
+def write_side_table(folder: str, rows: Iterable[Mapping[str, Any]], tag: str = "subset") -> str:
+    """Write ``folder/generator/frames.<tag>.jsonl``, the generator's per-frame table (``frame`` = the
+    sample's ``image_id`` there, ``visible_pixels``, ``full_pixels`` per box in box order), which
+    `VisiblePixels` reads: how a subset written elsewhere keeps its visible pixels. Returns the path."""
+    path = storage.join(folder, "generator", f"frames.{tag}.jsonl")
+    storage.write_text(path, "".join(json.dumps(dict(r), separators=(",", ":")) + "\n" for r in rows))
+    return path
+
+
 class VisiblePixels:
     """Per-box visible pixel counts of a dataset, when it has them.
 
@@ -141,14 +161,15 @@ class VisiblePixels:
     a second time); legacy Perception's "rendered object info" metric in ``metrics_*.json`` (``visible_pixels``
     per capture and ``instance_id``, read once); else the annotated areas (``Sample.areas``, e.g. COCO
     segmentation areas). The last three give visible pixels without the unoccluded count. None when none
-    applies.
+    applies. ``root`` may be a COCO ``.json`` file: the side table is then looked for in its folder (where
+    the generator and `synthgap study`'s subsets put it).
     """
 
     def __init__(self, root: str | None = None):
         self.root = root
         self._legacy: dict[str, dict[str, float]] | None = None  # legacy Perception metrics, read on first use
         self.table: dict[int, tuple[list, list | None]] = {}
-        paths = storage.glob(storage.join(root, "generator", "frames.*.jsonl")) \
+        paths = storage.glob(storage.join(side_table_folder(root), "generator", "frames.*.jsonl")) \
             if root is not None and not storage.is_http(root) else []
         for path in paths:
             for line in storage.read_text(path).splitlines():

@@ -11,8 +11,8 @@ feature units; 0 for identical distributions.
 Features: by default the trained detector's own backbone (the FPN levels of `synthgap.models`' Faster R-CNN,
 each global-average-pooled, averaged over levels: one 256-d vector per image), fed through the model's own
 transform (normalisation and resize, as in training). Per class, the same network on the object crops
-(each box cut out and resized to ``crop_size`` pixels). Any other network: pass ``backbone=`` a function
-from a float image batch (N, 3, H, W) in [0, 1] to (N, d) features.
+(each box cut out and resized to ``crop_size`` pixels, then only normalised). Any other network: pass
+``backbone=`` a function from a float image batch (N, 3, H, W) in [0, 1] to (N, d) features.
 """
 
 from __future__ import annotations
@@ -43,16 +43,24 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def detector_backbone(model) -> Backbone:
     """Image features from a torchvision detection model: its transform, then its backbone; every output
-    level global-average-pooled and the levels averaged (FPN: 256-d)."""
+    level global-average-pooled and the levels averaged (FPN: 256-d).
+
+    A list of images goes through the whole transform (normalised and resized as in training); a tensor
+    batch (N, 3, H, W) (the object crops, already ``crop_size`` pixels) is only normalised: resizing a
+    64-pixel crop to the model's image size would cost about 4x the time for no extra information."""
     import torch
 
     def features(images):
         with torch.no_grad():
-            batch, _ = model.transform(list(images))
-            out = model.backbone(batch.tensors)
+            if torch.is_tensor(images):
+                batch = model.transform.normalize(images)
+            else:
+                batch = model.transform(list(images))[0].tensors
+            out = model.backbone(batch)
             levels = list(out.values()) if isinstance(out, Mapping) else [out]
             return torch.stack([x.mean(dim=(2, 3)) for x in levels]).mean(0)
 
+    features.takes_list = True  # whole images: a list of any sizes (the transform resizes and batches them)
     return features
 
 
@@ -172,9 +180,7 @@ def checkpoint_backbone(checkpoint: str) -> Backbone:
     from synthgap.evaluate import load_trained_model
 
     _, model, _ = load_trained_model(checkpoint)
-    f = detector_backbone(model)
-    f.takes_list = True  # the model's transform resizes and batches images of any size
-    return f
+    return detector_backbone(model)
 
 
 def datasets_feature_gap(root_a: str, roots_b: str | Sequence[str], *, checkpoint: str | None = None,

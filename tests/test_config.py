@@ -19,7 +19,7 @@ def test_defaults_and_packaged_recipes():
     assert small.model.name == "fasterrcnn_small_gn" and small.model.anchor_sizes == [16, 28, 48]
     assert (small.model.rpn_pre_nms_top_n_train, small.model.rpn_post_nms_top_n_train,
             small.model.rpn_batch_size_per_image, small.model.box_batch_size_per_image,
-            small.model.box_positive_fraction) == (600, 300, 64, 128, 0.5)
+            small.model.box_positive_fraction) == (600, 300, 64, 32, 0.5)
     assert (small.optimizer.name, small.optimizer.lr_schedule) == ("adamw", "cosine")
     assert small.data.image_size == [224, 168]
 

@@ -38,7 +38,7 @@ def test_build_applies_config_and_never_downloads(monkeypatch):
     assert model.rpn._pre_nms_top_n["training"] == 600 and model.rpn._post_nms_top_n["training"] == 300
     assert model.rpn._pre_nms_top_n["testing"] == 300 and model.rpn._post_nms_top_n["testing"] == 150
     assert model.rpn.fg_bg_sampler.batch_size_per_image == 64
-    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 128
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 32
     assert model.roi_heads.fg_bg_sampler.positive_fraction == 0.5
     assert model.transform.min_size == (168,) and model.transform.max_size == 224
     assert model.roi_heads.detections_per_img == 100 and model.roi_heads.score_thresh == 0.05

@@ -52,6 +52,29 @@ def test_config_errors_name_the_key(raw, message):
     assert message in str(e.value) and "study.yaml" in str(e.value)
 
 
+def test_seeds_side_by_side_report_a_failing_cell_with_its_seed(tmp_path):
+    """`jobs: 2` runs each seed in its own spawned process; the shared subsets are written first, by the
+    parent; a cell that fails in a worker stops the study with the seed and the error (here: a finetune
+    cell without its synthetic cell, which fails before any training)."""
+    from synthgap.errors import SynthgapError
+    from synthgap.generate import generate
+
+    real = str(tmp_path / "real")
+    generate(real, 10, format="coco", seed=0, width=64, height=48, style="target", progress=False)
+    cfg = study_config_from_dict({"datasets": {"synthetic": real, "real_train": real, "real_test": real},
+                                  "cells": ["finetune"], "fractions": [0.5], "seeds": [3, 4], "jobs": 2,
+                                  "data_stats": False})
+    out = tmp_path / "out"
+    with pytest.raises(SynthgapError) as e:
+        run_study(cfg, str(out))
+    message = str(e.value)
+    assert "seed 3: FileNotFoundError" in message and "seed 4: FileNotFoundError" in message
+    assert "the synthetic cell must run first" in message
+    assert (out / "subsets" / "real_train_50pct" / "annotations.json").exists()  # written before the workers
+    with pytest.raises(ConfigError, match="jobs must be >= 1"):
+        study_config_from_dict({"datasets": DATA, "jobs": 0})
+
+
 def test_real_only_study_needs_no_synthetic_data():
     cfg = study_config_from_dict({"datasets": {"real_train": "r", "real_test": "t"}, "cells": ["real"],
                                   "fractions": [0.5, 1.0]})

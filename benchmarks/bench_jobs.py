@@ -2,8 +2,8 @@
 side by side (what `study.jobs` does with seeds). Prints images/s of each and the ratio.
 
 Data: `synthgap generate` frames at the demo's size (160x120, 15-25 objects, 6 classes), made once in
-``--data``. The model is cpu_small with the demo's overrides; each process times ``--steps`` training
-steps of batch 8 after 2 warm-up steps.
+``--data``. The model is the demo's (bench_recipes' ``gn_160x120_s8_cosine_roi32p50``); each process
+reports the median of 3 rounds of ``--steps`` training steps of batch 8.
 
     .venv/bin/python benchmarks/bench_jobs.py --data /tmp/bench-jobs
 """
@@ -14,44 +14,28 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 
-DEMO = ["data.image_size=[160,120]", "model.min_size=120", "model.max_size=160", "model.anchor_sizes=[12,20,32]"]
+# cpu_small at the demo's size (anchors scaled, 32 RoIs of which up to half objects, cosine): the recipe
+# of that name in bench_recipes, whose round-robin timing loop measures it here
+RECIPE = "gn_160x120_s8_cosine_roi32p50"
 
 
 def train_rate(data: str, threads: int, steps: int) -> float:
-    """Images/s of ``steps`` training steps (batch 8) in this process with ``threads`` torch threads."""
+    """Training images/s (batch 8, median of 3 rounds of ``steps`` steps) in this process with ``threads``
+    torch threads."""
     import torch
 
-    torch.set_num_threads(threads)
-    from synthgap.config import load_config
-    from synthgap.data import open_dataset
-    from synthgap.data.torch_dataset import TorchDetectionDataset, collate_detection
-    from synthgap.models import build_model, num_classes_for
-    from synthgap.train import build_optimizer
+    from bench_recipes import measure_speed
 
-    cfg = load_config("cpu_small", DEMO)
-    ds = open_dataset(data)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, num_classes_for(ds.label_map)).train()
-    items = TorchDetectionDataset(ds, image_size=tuple(cfg.data.image_size))
-    batches = [collate_detection([items[(b * 8 + i) % len(items)] for i in range(8)]) for b in range(steps + 2)]
-    optimizer = build_optimizer(cfg.optimizer, model.parameters())
-    for k, (images, targets) in enumerate(batches):
-        if k == 2:
-            t = time.perf_counter()
-        loss = sum(model(list(images), list(targets)).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return 8 * steps / (time.perf_counter() - t)
+    torch.set_num_threads(threads)
+    return measure_speed([RECIPE], data, steps, rounds=3)[RECIPE]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder for the generated frames (made once)")
     p.add_argument("--processes", type=int, default=2, help="N: cores to share")
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=4, help="training steps of batch 8 per round (3 rounds)")
     p.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)  # threads of a measuring child
     args = p.parse_args()
     if args.child:

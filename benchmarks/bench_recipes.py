@@ -39,6 +39,14 @@ _S160 = ["data.image_size=[160,120]", "model.min_size=120", "model.max_size=160"
 _S224 = ["data.image_size=[224,168]", "model.min_size=168", "model.max_size=224"]
 _S8_160 = ["model.backbone_widths=[32,64,128]", "model.anchor_sizes=[12,20,32]"]
 _COSINE = ["optimizer.lr_schedule=cosine"]
+_DEMO_COSINE = _GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE  # round 2: the demo's model with a cosine decay
+
+
+def _rois(n: int, positive_fraction: float | None = None) -> list[str]:
+    """Sampled RoIs per image and, when given, the largest share of them that are objects."""
+    return [f"model.box_batch_size_per_image={n}"] + (
+        [f"model.box_positive_fraction={positive_fraction}"] if positive_fraction else [])
+
 
 # name -> (overrides on cpu_small, epochs)
 RECIPES = {
@@ -69,39 +77,25 @@ RECIPES = {
     "gn_224x168_s8": (_GN + _S224 + _FEW_ROIS + ["model.backbone_widths=[32,64,128]",
                                                  "model.anchor_sizes=[16,28,48]"], 8),
     # the demo's model at 160x120 (gn_160x120_s8) with a cosine learning-rate decay over its 12 epochs
-    "gn_160x120_s8_cosine": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE, 12),
-    "gn_160x120_s8_cosine_lr2e-3": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE + ["optimizer.lr=2e-3"], 12),
+    "gn_160x120_s8_cosine": (_DEMO_COSINE, 12),
+    "gn_160x120_s8_cosine_lr2e-3": (_DEMO_COSINE + ["optimizer.lr=2e-3"], 12),
     # 15-25 objects per frame: 32 sampled RoIs (8 positives) per image leave most objects out of each
     # step's classification loss; 128 (32 positives) train the classifier on more of them
-    "gn_160x120_s8_cosine_roi128": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                    + ["model.box_batch_size_per_image=128"], 12),
+    "gn_160x120_s8_cosine_roi128": (_DEMO_COSINE + _rois(128), 12),
     # ... and up to half of them objects (64 positives) instead of a quarter
-    "gn_160x120_s8_cosine_roi128p50": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                       + ["model.box_batch_size_per_image=128", "model.box_positive_fraction=0.5"], 12),
-    "gn_160x120_s8_cosine_roi256p50": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                       + ["model.box_batch_size_per_image=256", "model.box_positive_fraction=0.5"], 12),
-    "gn_160x120_s8_cosine_roi128p50_lr2e-3": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                              + ["model.box_batch_size_per_image=128", "model.box_positive_fraction=0.5",
-                                                 "optimizer.lr=2e-3"], 12),
-    "gn_160x120_s8_cosine_roi128p75": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                       + ["model.box_batch_size_per_image=128", "model.box_positive_fraction=0.75"], 12),
-    "gn_160x120_s8_cosine_roi128p50_head512": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                               + ["model.box_batch_size_per_image=128",
-                                                  "model.box_positive_fraction=0.5", "model.box_head_width=512"], 12),
+    "gn_160x120_s8_cosine_roi128p50": (_DEMO_COSINE + _rois(128, 0.5), 12),
+    "gn_160x120_s8_cosine_roi256p50": (_DEMO_COSINE + _rois(256, 0.5), 12),
+    "gn_160x120_s8_cosine_roi128p50_lr2e-3": (_DEMO_COSINE + _rois(128, 0.5) + ["optimizer.lr=2e-3"], 12),
+    "gn_160x120_s8_cosine_roi128p75": (_DEMO_COSINE + _rois(128, 0.75), 12),
+    "gn_160x120_s8_cosine_roi128p50_head512": (_DEMO_COSINE + _rois(128, 0.5) + ["model.box_head_width=512"], 12),
     # half the positives' share at a quarter of the RoIs: the box head's cost back to gn_160x120_s8's
-    "gn_160x120_s8_cosine_roi32p50": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                      + ["model.box_batch_size_per_image=32", "model.box_positive_fraction=0.5"], 12),
-    "gn_160x120_s8_cosine_roi32p50_b4": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                         + ["model.box_batch_size_per_image=32", "model.box_positive_fraction=0.5",
-                                            "train.batch_size=4"], 12),
-    "gn_160x120_s8_cosine_roi64p50": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                      + ["model.box_batch_size_per_image=64", "model.box_positive_fraction=0.5"], 12),
+    "gn_160x120_s8_cosine_roi32p50": (_DEMO_COSINE + _rois(32, 0.5), 12),
+    "gn_160x120_s8_cosine_roi32p50_b4": (_DEMO_COSINE + _rois(32, 0.5) + ["train.batch_size=4"], 12),
+    "gn_160x120_s8_cosine_roi64p50": (_DEMO_COSINE + _rois(64, 0.5), 12),
     # the same over 20 epochs (the cosine stretched to the longer run)
-    "gn_160x120_s8_cosine_roi128p50_20ep": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE
-                                            + ["model.box_batch_size_per_image=128",
-                                               "model.box_positive_fraction=0.5"], 20),
+    "gn_160x120_s8_cosine_roi128p50_20ep": (_DEMO_COSINE + _rois(128, 0.5), 20),
     # 3 convs at stride 8 instead of 1: receptive field 43 -> 75 px (context for the classifier)
-    "gn_160x120_s8d3_cosine": (_GN + _S160 + _FEW_ROIS + _S8_160 + _COSINE + ["model.backbone_depths=[1,1,3]"], 12),
+    "gn_160x120_s8d3_cosine": (_DEMO_COSINE + ["model.backbone_depths=[1,1,3]"], 12),
     # wider backbone (1.5x channels)
     "gn_160x120_s8w_cosine": (_GN + _S160 + _FEW_ROIS + _COSINE + ["model.backbone_widths=[48,96,192]",
                                                                   "model.anchor_sizes=[12,20,32]"], 12),

@@ -44,6 +44,9 @@ def test_file_uri_and_round_trip(tmp_path):
     ("data:\n  image_size: [320]\n", r"data.image_size must be \[width, height\]"),
     ("train: 5\n", r"train must be a mapping"),
     ("train:\n  deterministic: 1\n", r"train.deterministic must be true or false"),
+    ("model:\n  box_positive_fraction: 1.5\n", r"model.box_positive_fraction must be in \(0, 1\]"),
+    ("optimizer:\n  lr_min_ratio: -0.1\n", r"optimizer.lr_min_ratio must be >= 0"),
+    ("optimizer:\n  lr_schedule: linear\n", r"optimizer.lr_schedule must be one of step, cosine"),
 ])
 def test_bad_files_name_key_and_file(tmp_path, text, match):
     path = tmp_path / "c.yaml"

@@ -1,10 +1,7 @@
 import collections
-import functools
 import hashlib
 import os
 import re
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -45,6 +42,24 @@ def test_build_applies_config_and_never_downloads(monkeypatch):
     assert {"fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
             "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_small_gn"} <= set(ARCHITECTURES)
     assert set(PRETRAINED) <= set(ARCHITECTURES)
+
+
+def test_small_gn_stage_depths():
+    """`backbone_depths` sets the stride-1 convs after each stage's stride-2 conv (default one each); the
+    output stride stays 2**stages. A count per width is required."""
+    from synthgap.config import ConfigError
+
+    def convs(model):
+        return [m for m in model.backbone.body if isinstance(m, torch.nn.Conv2d)]
+
+    base = load_config("cpu_small").model
+    deeper = load_config("cpu_small", ["model.backbone_depths=[1,1,3]"]).model
+    plain, deep = convs(build_model(base, 4)), convs(build_model(deeper, 4))
+    assert len(plain) == 6 and len(deep) == 8 and [c.stride for c in deep].count((2, 2)) == 3
+    x = torch.zeros(1, 3, 64, 96)
+    assert build_model(deeper, 4).backbone(x).shape[-2:] == (8, 12)  # stride 8 either way
+    with pytest.raises(ConfigError, match="backbone_depths needs one count"):
+        load_config("cpu_small", ["model.backbone_depths=[1,3]"])
 
 
 def test_weights_from_file_and_predictor_mismatch(tmp_path):
@@ -196,36 +211,8 @@ def test_coco_weights_replace_the_box_predictor(torch_home):
 
 # ---------------------------------------------------------------- http(s) weights through torch.hub's cache
 
-class _CountingHandler(SimpleHTTPRequestHandler):
-    requests: list[str] = []
-
-    def do_GET(self):  # noqa: N802
-        type(self).requests.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def weights_server(tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = type("Handler", (_CountingHandler,), {"requests": []})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(www)))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", www, handler.requests
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(5)
-
-
-def test_http_weights_are_downloaded_once_into_the_hub_cache_and_hash_checked(torch_home, weights_server):
-    url, www, requests = weights_server
+def test_http_weights_are_downloaded_once_into_the_hub_cache_and_hash_checked(torch_home, http_folder):
+    www, url, requests = http_folder
     stand_in = _stand_in(mobilenet_v3_large(weights=None, norm_layer=FrozenBatchNorm2d), offset=0.5)
     torch.save(stand_in, www / "tmp.pth")
     digest = hashlib.sha256((www / "tmp.pth").read_bytes()).hexdigest()

@@ -84,7 +84,7 @@ class StudyConfig:
     cells: list[Literal["synthetic", "real", "finetune"]] = field(default_factory=lambda: list(CELL_KINDS))
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.5, 1.0])  # real budgets (real and finetune)
     seeds: list[int] = field(default_factory=lambda: [47])
-    # processes that run seeds side by side, the CPU cores split between them (torch threads = cores / jobs):
+    # processes that run seeds side by side, torch's threads (the cores) split between them (threads / jobs):
     # small CPU models train faster as 2 one-thread processes than as one two-thread process
     jobs: int = 1
     subset_seed: int = 0                    # the fixed random order of every split and subset
@@ -439,12 +439,13 @@ def _seed_worker(cfg: StudyConfig, out: str, seed: int, threads: int, level: int
 
 
 def run_seeds_side_by_side(cfg: StudyConfig, out: str, seeds: list[int], jobs: int) -> None:
-    """Run ``seeds`` in ``jobs`` spawned processes, each with cores / jobs torch threads (the shared subset
+    """Run ``seeds`` in ``jobs`` spawned processes, each with torch's threads / jobs threads (the shared subset
     files are written first, here, so that no two processes write one file). No progress bars: each
     process logs its cells' lines, prefixed with its seed."""
     import concurrent.futures
     import multiprocessing
-    import os
+
+    import torch
 
     if "synthetic" in cfg.cells:
         synthetic_split(cfg, out)
@@ -453,13 +454,12 @@ def run_seeds_side_by_side(cfg: StudyConfig, out: str, seeds: list[int], jobs: i
             real_subset(cfg, fraction, out)
         real_pool_and_val(cfg, out)
     real_data(cfg, "test", out)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // jobs)
+    threads = max(1, torch.get_num_threads() // jobs)  # torch's thread count stands for the cores, as in predict
     log.info("study: seeds %s in %d processes side by side, %d torch thread(s) each", seeds, jobs, threads)
     level = logging.getLogger("synthgap").getEffectiveLevel()
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {seed: pool.submit(_seed_worker, cfg, out, seed, threads, level) for seed in seeds}
-        errors = [f"seed {seed}: {f.result()}" for seed, f in futures.items() if f.result()]
+        errors = [f"seed {seed}: {error}" for seed, f in futures.items() if (error := f.result())]
     if errors:
         raise SynthgapError("study cells failed: " + "; ".join(errors))
 

@@ -109,32 +109,18 @@ def test_detections_from_json_equal_the_list_across_batches(tmp_path):
             np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
 
 
-def test_detections_from_json_over_http_grow_without_a_known_size(tmp_path):
+def test_detections_from_json_over_http_grow_without_a_known_size(http_folder):
     """A results file whose size is not known up front (http) is read into columns that grow; same arrays.
     Served by a real HTTP server on 127.0.0.1."""
-    import functools
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
+    folder, url, _ = http_folder
     gt_dict, dets = case(BIG, [1, 2])
     gt = load_ground_truth(gt_dict)
-    (tmp_path / "pred.json").write_text(json.dumps(dets * 7))
+    (folder / "pred.json").write_text(json.dumps(dets * 7))
     want = detections_from_records(dets * 7, gt)
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        for batch in (1, 4, 1000):
-            got = detections_from_json(f"http://127.0.0.1:{httpd.server_address[1]}/pred.json", gt, batch=batch)
-            for name in ("image", "category", "boxes", "scores"):
-                np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    for batch in (1, 4, 1000):
+        got = detections_from_json(f"{url}/pred.json", gt, batch=batch)
+        for name in ("image", "category", "boxes", "scores"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
 
 
 def test_streamed_error_names_the_file_and_the_record_past_the_first_batch(tmp_path):

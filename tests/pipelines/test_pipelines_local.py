@@ -7,11 +7,8 @@ pipeline's download step over HTTP (a real server on 127.0.0.1) as a zip archive
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -33,26 +30,7 @@ TRAIN_OVERRIDES = ["train.epochs=1", "train.batch_size=2", "train.max_steps_per_
                    *SMALL_IMAGES]
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    """(folder, base URL) of a static HTTP server on 127.0.0.1 serving that folder."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-def test_generate_train_evaluate(tmp_path: Path, http_root):
+def test_generate_train_evaluate(tmp_path: Path, http_folder):
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     data = tmp_path / "data"
 
@@ -76,7 +54,7 @@ def test_generate_train_evaluate(tmp_path: Path, http_root):
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
 
     # evaluate that checkpoint on the validation set, downloaded over HTTP as test.zip
-    www, url = http_root
+    www, url, _ = http_folder
     shutil.make_archive(str(www / "test"), "zip", root_dir=data, base_dir="synthetic-val")
     out = tmp_path / "evaluation"
     result = build("evaluate_the_model", local=True)(
@@ -117,12 +95,12 @@ def _check_ui_outputs(pipeline_root: Path, out: Path) -> None:
     assert report.lstrip().lower().startswith("<!doctype html") and "</html>" in report
 
 
-def test_train_and_evaluate_combined(tmp_path: Path, http_root):
+def test_train_and_evaluate_combined(tmp_path: Path, http_folder):
     """datasetinsights' combined pipeline: one UnityGroceries-Real download, train on train/val, evaluate on test."""
     from data.test_groceries_real import make_groceries
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
-    www, url = http_root
+    www, url, _ = http_folder
     make_groceries(tmp_path / "groceries", n=5, sizes=[(64, 48)] * 5)
     shutil.make_archive(str(www / "groceries"), "zip", root_dir=tmp_path, base_dir="groceries")
     out = tmp_path / "evaluation"

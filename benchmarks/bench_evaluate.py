@@ -1,6 +1,6 @@
 """Evaluation throughput: synthgap's batched inference vs a naive per-image loop, same run.
 
-synthgap: `synthgap.predict.predict_samples`, the one prediction path (`synthgap evaluate`, training
+synthgap: `synthgap.engine.predict.predict_samples`, the one prediction path (`synthgap evaluate`, training
 validation and `synthgap predict`: batches of ``--batch``, ``torch.inference_mode``; on a multi-core CPU
 one DataLoader worker process per core decodes a batch and runs the model on it with one intra-op
 thread; vectorised conversion of outputs to COCO records). ``--processes 1`` measures its plain loop
@@ -24,14 +24,12 @@ import time
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from synthgap.generate.shapes import make_samples
 
-from shapes import make_samples  # noqa: E402
-
-from synthgap.config import load_config  # noqa: E402
-from synthgap.data.images import load_image  # noqa: E402
-from synthgap.predict import predict_samples  # noqa: E402
-from synthgap.models import build_model  # noqa: E402
+from synthgap.config import load_config
+from synthgap.data.images import load_image
+from synthgap.engine.predict import predict_samples
+from synthgap.models import build_model
 
 
 def naive_predict(model, samples):

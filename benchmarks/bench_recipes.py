@@ -2,7 +2,7 @@
 
 Data: `synthgap generate` at the demo's size (320x240, the demo's first 6 classes, synthetic style),
 a training set and a held-out validation set of another seed; ``--objects`` sets objects per frame.
-Each recipe is `cpu_small` plus the overrides in RECIPES, trained with `synthgap.train.train` and
+Each recipe is `cpu_small` plus the overrides in RECIPES, trained with `synthgap.engine.train.train` and
 validated after every epoch. AP50 against image-steps is deterministic for a given thread count;
 seconds are images seen / training images/s, measured with ``--speed`` round-robin over the recipes in
 one process (validation excluded), so that other load on a shared machine hits every recipe alike.
@@ -26,7 +26,7 @@ import time
 import torch
 
 from synthgap.config import load_config
-from synthgap.train import train
+from synthgap.engine.train import train
 
 # every recipe names each setting it depends on, so that changing cpu_small does not change the recipes
 _GN = ["model.name=fasterrcnn_small_gn", "model.backbone_widths=[32,64,128,128]", "model.backbone_norm=group",
@@ -149,7 +149,7 @@ def run_recipe(name: str, train_dir: str, val_dir: str, frames: int, epochs: int
     cfg = load_config("cpu_small", ["train.batch_size=8"] + overrides + [f"train.epochs={epochs or default_epochs}",
                                                                      "train.tb_images=0"])
     curve = _Curve()
-    logger = logging.getLogger("synthgap.train")
+    logger = logging.getLogger("synthgap.engine.train")
     logger.setLevel(logging.INFO)
     logger.addHandler(curve)
     try:

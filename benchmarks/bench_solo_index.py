@@ -108,7 +108,7 @@ def _peak_rss() -> int:
 
 
 def worker_synthgap(root: str) -> dict:
-    from synthgap import storage
+    from synthgap.io import storage
     from synthgap.data import open_dataset
     from synthgap.data.solo import SoloDataset
 

@@ -1,4 +1,4 @@
-"""Training throughput: `synthgap.train.train` vs torchvision's detection reference loop, same run.
+"""Training throughput: `synthgap.engine.train.train` vs torchvision's detection reference loop, same run.
 
 The peer is torchvision's ``references/detection/engine.py::train_one_epoch`` (not shipped in the
 pip package), reproduced step for step below: warm-up LinearLR in epoch 0, images/targets moved to
@@ -29,15 +29,13 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from synthgap.generate.shapes import make_coco
 
-from shapes import make_coco  # noqa: E402
-
-from synthgap.config import load_config  # noqa: E402
-from synthgap.data import open_dataset  # noqa: E402
-from synthgap.data.torch_dataset import TorchDetectionDataset, collate_detection  # noqa: E402
-from synthgap.models import build_model  # noqa: E402
-from synthgap.train import train  # noqa: E402
+from synthgap.config import load_config
+from synthgap.data import open_dataset
+from synthgap.data.torch_dataset import TorchDetectionDataset, collate_detection
+from synthgap.models import build_model
+from synthgap.engine.train import train
 
 
 def reference_train_one_epoch(model, optimizer, data_loader, device, epoch, max_steps, scaler=None):

@@ -12,7 +12,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-from report.runs import make_run, make_test_set  # noqa: E402  (tests/report helpers)
+from tests.helpers.runs import make_run, make_test_set  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "evaluation.ipynb"
 
@@ -21,7 +21,7 @@ def _untrained_checkpoint(path: str) -> str:
     """A synthgap checkpoint of an untrained fasterrcnn_small_gn (GroupNorm: its features already vary)."""
     import torch
 
-    from synthgap.checkpoint import make_checkpoint, save_checkpoint
+    from synthgap.models.checkpoint import make_checkpoint, save_checkpoint
     from synthgap.config import load_config
     from synthgap.models import build_model
 

@@ -319,7 +319,7 @@ def test_convert_removes_a_killed_runs_temporary_file_and_refuses_a_second_write
     import subprocess
     import sys
 
-    from synthgap import locks
+    from synthgap.io import locks
 
     path = make_coco(tmp_path / "c")
     out = tmp_path / "out"

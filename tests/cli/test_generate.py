@@ -60,7 +60,7 @@ def test_bad_class_file_content_names_the_file(tmp_path):
 
 
 def test_force_replaces_the_folder_and_a_read_only_disk_is_one_line(tmp_path, classes):
-    from disks import tmpfs  # tests/ is on sys.path
+    from tests.helpers.disks import tmpfs
 
     out = tmp_path / "d"
     args = ["--classes", classes, "--width", "64", "--height", "48", "--quiet", "--format", "coco"]

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from synthgap.cli import main
 
-from metrics.oracle import cocoeval  # tests/metrics (tests/ is on sys.path)
+from tests.helpers.oracle import cocoeval
 
 
 def run(*args):
@@ -133,7 +133,7 @@ def test_score_reads_128_bit_ids_and_writes_them_back_unchanged(tmp_path):
 
 
 def test_score_out_on_a_full_disk_is_one_line(files, tmp_path):
-    from disks import fill, tmpfs  # tests/ is on sys.path
+    from tests.helpers.disks import fill, tmpfs
 
     gt, pred = files
     with tmpfs(tmp_path / "small", size="64k") as disk:
@@ -145,7 +145,7 @@ def test_score_out_on_a_full_disk_is_one_line(files, tmp_path):
 
 
 def test_score_errors_prints_and_writes_the_tide_breakdown_equal_to_tidecv(files, tmp_path):
-    from metrics.test_tide import tide_oracle
+    from tests.metrics.test_tide import tide_oracle
 
     gt, pred = files
     out = tmp_path / "metrics.json"

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from shapes import LABEL_MAP, make_coco
+from synthgap.generate.shapes import LABEL_MAP, make_coco
 from synthgap.cli import main
 
 TINY = ["model.min_size=64", "model.max_size=64", "data.image_size=null", "train.batch_size=4", "eval.batch_size=4",
@@ -64,7 +64,7 @@ def test_evaluate_writes_predictions_metrics_and_tensorboard(trained):
 
 
 def test_evaluate_to_uris(trained):
-    from synthgap import storage
+    from synthgap.io import storage
 
     root, _, test_dir = trained
     result = CliRunner().invoke(main, ["evaluate", "--checkpoint-file", str(root / "ck" / "FasterRCNN.last.estimator"),

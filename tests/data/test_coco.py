@@ -220,7 +220,7 @@ def test_coco_release_layout_finds_images(tmp_path):
 
 
 def test_writer_and_reader_through_a_uri():
-    """Everything goes through synthgap.storage: an fsspec memory:// folder works like a local one."""
+    """Everything goes through synthgap.io.storage: an fsspec memory:// folder works like a local one."""
     buf = io.BytesIO()
     Image.new("RGB", (8, 6)).save(buf, format="PNG")
     s = Sample(image="f.png", width=8, height=6, boxes=[[1.5, 1, 2, 2]], labels=[1], image_id=3)

@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from shapes import make_coco
+from synthgap.generate.shapes import make_coco
 from synthgap.cli import main
 from synthgap.data import DatasetError, open_dataset
 from synthgap.data.fiftyone import LOADER, export_run

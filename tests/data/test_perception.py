@@ -184,7 +184,7 @@ def test_sharded_writers_share_one_folder(tmp_path):
 
 
 def test_round_trip_through_a_uri(tmp_path):
-    """Every read and write goes through synthgap.storage: an fsspec memory:// folder works like a path."""
+    """Every read and write goes through synthgap.io.storage: an fsspec memory:// folder works like a path."""
     import fsspec
 
     root = f"memory://synthgap-tests/{tmp_path.name}"
@@ -370,7 +370,7 @@ def test_absurd_sizes_and_bools_are_clear_errors(tmp_path, edit, kind, field):
 
 
 def test_decompression_bomb_image_is_a_skippable_error(tmp_path):
-    from test_groceries_real import png_claiming_size  # tests/data is on sys.path, as tests/ is for shapes
+    from tests.data.test_groceries_real import png_claiming_size
 
     written = write_dataset(tmp_path)
     Path(written[1].image).write_bytes(png_claiming_size(60000, 60000))  # header read for the image size

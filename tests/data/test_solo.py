@@ -208,7 +208,7 @@ def test_several_cameras_irregular_steps_and_wrong_metadata_totals(tmp_path):
 
 
 def test_round_trip_through_a_uri(tmp_path):
-    """Every read and write goes through synthgap.storage: an fsspec memory:// folder works like a path."""
+    """Every read and write goes through synthgap.io.storage: an fsspec memory:// folder works like a path."""
     import fsspec
 
     root = f"memory://synthgap-tests/{tmp_path.name}"

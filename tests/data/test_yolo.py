@@ -9,7 +9,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from shapes import LABEL_MAP, make_coco
+from synthgap.generate.shapes import LABEL_MAP, make_coco
 from synthgap.cli import main
 from synthgap.data import DatasetError, Sample, open_dataset
 from synthgap.data.yolo import YoloWriter, yolo_lines

@@ -115,7 +115,7 @@ def test_second_generate_into_a_folder_being_written_fails_at_once(tmp_path):
     import subprocess
     import sys
 
-    from synthgap import locks
+    from synthgap.io import locks
 
     out = tmp_path / "d"
     holder = subprocess.Popen([sys.executable, "-c", (

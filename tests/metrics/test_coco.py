@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from synthgap.data import Sample
 from synthgap.metrics import CocoParams, evaluate
 
-from .oracle import cocoeval
+from tests.helpers.oracle import cocoeval
 
 TOL = 1e-12
 

@@ -14,7 +14,7 @@ from synthgap.data import DatasetError, Sample
 from synthgap.metrics import detections_from_json, detections_from_records, evaluate, load_ground_truth
 from synthgap.metrics.coco import group_rank
 
-from .oracle import cocoeval
+from tests.helpers.oracle import cocoeval
 
 BIG = [uuid.UUID(int=(7 << 120) + i).int for i in range(3)]  # datasetinsights writes uuid.UUID(...).int ids
 U64 = [2 ** 63 + 5, 2 ** 64 - 1, 2 ** 63]  # between int64 and 128-bit: numpy's uint64 range

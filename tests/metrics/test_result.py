@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shapes import LABEL_MAP, make_samples
+from synthgap.generate.shapes import LABEL_MAP, make_samples
 from synthgap.metrics import CocoParams, evaluate
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from synthgap.metrics import CocoParams, evaluate
 
-from .oracle import unity_reference
+from tests.helpers.oracle import unity_reference
 from .test_coco import build, det, image
 from .test_coco import coco as _coco
 

@@ -95,7 +95,7 @@ def test_select_split_writes_a_coco_view_of_one_split(tmp_path):
 
 def _evaluation_folder(tmp_path):
     """What `synthgap evaluate --output` writes, made with the real metrics code on tiny samples."""
-    from shapes import LABEL_MAP, make_samples
+    from synthgap.generate.shapes import LABEL_MAP, make_samples
     from synthgap import metrics
 
     (tmp_path / "img").mkdir()

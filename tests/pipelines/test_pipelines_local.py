@@ -17,7 +17,7 @@ pytest.importorskip("kfp", reason="kfp is in the pipelines/test extras")
 
 from kfp import local  # noqa: E402
 
-from synthgap.checkpoint import load_checkpoint  # noqa: E402
+from synthgap.models.checkpoint import load_checkpoint  # noqa: E402
 from synthgap.data import open_dataset  # noqa: E402
 from synthgap.pipelines.flows import build  # noqa: E402
 
@@ -97,7 +97,7 @@ def _check_ui_outputs(pipeline_root: Path, out: Path) -> None:
 
 def test_train_and_evaluate_combined(tmp_path: Path, http_folder):
     """datasetinsights' combined pipeline: one UnityGroceries-Real download, train on train/val, evaluate on test."""
-    from data.test_groceries_real import make_groceries
+    from tests.data.test_groceries_real import make_groceries
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"))
     www, url, _ = http_folder

@@ -12,7 +12,7 @@ from synthgap.metrics.tide import headline
 from synthgap.report import figures
 from synthgap.report.run import Run
 
-from metrics.test_attributes import LABELS, random_scene  # tests/ is on sys.path
+from tests.metrics.test_attributes import LABELS, random_scene
 
 
 def png_size(data: bytes) -> tuple[int, int]:

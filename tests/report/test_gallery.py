@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image, ImageDraw
 
-from shapes import LABEL_MAP
+from synthgap.generate.shapes import LABEL_MAP
 from synthgap.report.gallery import draw_boxes, draw_detections
 
 

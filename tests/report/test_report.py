@@ -21,8 +21,8 @@ from synthgap.metrics import evaluate
 from synthgap.report import build_report, load_run, read_scalars
 from synthgap.report.gallery import COLORS, draw_matches
 
-from .chromium import dump_dom, load_page, screenshot
-from .runs import make_run, make_test_set
+from tests.helpers.chromium import dump_dom, load_page, screenshot
+from tests.helpers.runs import make_run, make_test_set
 
 
 @pytest.fixture(scope="module")

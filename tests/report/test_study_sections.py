@@ -15,8 +15,8 @@ from synthgap.report.figures import budget_curve_png
 from synthgap.report.gallery import THUMB_WIDTH, draw_ground_truth
 from synthgap.report.html import comparison_section, summary_table
 
-from .chromium import load_page
-from .runs import make_run, make_test_set
+from tests.helpers.chromium import load_page
+from tests.helpers.runs import make_run, make_test_set
 
 
 def _stat(*values):

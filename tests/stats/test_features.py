@@ -100,8 +100,8 @@ def test_stats_compare_features_with_a_trained_checkpoint(tmp_path):
 
     from click.testing import CliRunner
 
-    from shapes import LABEL_MAP, make_coco
-    from synthgap.checkpoint import make_checkpoint, save_checkpoint
+    from synthgap.generate.shapes import LABEL_MAP, make_coco
+    from synthgap.models.checkpoint import make_checkpoint, save_checkpoint
     from synthgap.cli import main
     from synthgap.config import load_config
     from synthgap.models import build_model

@@ -92,7 +92,7 @@ def study(config, out, no_progress):
     not learn in their own domain flagged) and what it says; ends with the HTML report."""
     import logging
 
-    from synthgap import storage
+    from synthgap.io import storage
     from synthgap.study import format_summary, load_study_config, run_study
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -19,7 +19,7 @@ MAX_LISTED_PROBLEMS = 20
 
 def _open(path: str, format: str | None, split: str | None, image_root: str | None, skip_invalid: bool):
     """open_dataset with the options that apply to the format."""
-    from synthgap import storage
+    from synthgap.io import storage
     from synthgap.data import detect_format, open_dataset
 
     if not storage.exists(path):
@@ -139,7 +139,7 @@ def convert(src, dst, to, subset, predictions, format, split, image_root, copy_i
     """
     if (predictions is not None) != (to == "fiftyone"):
         raise click.UsageError("--predictions goes with --to fiftyone (and --to fiftyone needs it)")
-    from synthgap import locks, storage
+    from synthgap.io import locks, storage
     from synthgap.data.coco import DEFAULT_JSON_NAME
 
     out_json = dst if dst.lower().endswith(".json") else storage.join(dst, DEFAULT_JSON_NAME)
@@ -196,7 +196,7 @@ def convert(src, dst, to, subset, predictions, format, split, image_root, copy_i
 def _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid) -> None:
     """`convert --to yolo` and `convert --to fiftyone` (both copy the images into DST; the caller checked
     ``subset`` and holds DST's lock)."""
-    from synthgap import storage
+    from synthgap.io import storage
     from synthgap.data import SkipReport
     from synthgap.data.info import iter_samples, problem_counts
 

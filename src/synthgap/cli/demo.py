@@ -1,4 +1,4 @@
-"""`synthgap demo`: the README's main job (`synthgap.demo.run_demo`) in one command, and its summary table."""
+"""`synthgap demo`: the README's main job (`synthgap.study.demo.run_demo`) in one command, and its summary table."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import click
               help="Output folder (local path or URI). A rerun reuses the datasets and study cells already there.")
 @click.option("--size", type=click.Choice(["default", "tiny"]), default="default", show_default=True,
               help="default: under 10 minutes on 2 CPU cores (frames, classes, budget and seeds: "
-                   "synthgap.demo.SIZES). tiny: a smoke run for tests, too short for the models to learn.")
+                   "synthgap.study.demo.SIZES). tiny: a smoke run for tests, too short for the models to learn.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out, size, quiet):
     """Run the main job on a laptop CPU: how good is synthetic data for a detector of target images?
@@ -27,8 +27,8 @@ def demo(out, size, quiet):
 
         synthgap demo --out synthgap-demo
     """
-    from synthgap import storage
-    from synthgap.demo import run_demo
+    from synthgap.io import storage
+    from synthgap.study.demo import run_demo
     from synthgap.study import format_summary
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from synthgap.download import DATASETS, DEFAULT_RETRIES
+from synthgap.io.download import DATASETS, DEFAULT_RETRIES
 
 _DATASET_HELP = "; ".join(f"{d.name} -> {d.layout}" for d in DATASETS.values())
 
@@ -58,7 +58,7 @@ def download(source_uri, output, dataset, checksum_file, checksum_spec, include_
     synthgap download --source-uri https://host/x.zip --checksum sha256:HEX --output data
     synthgap download --source-uri gs://bucket/run1/ --output data/run1
     """
-    from synthgap import download as dl
+    from synthgap.io import download as dl
 
     del include_binary  # accepted for compatibility; see --help
     if not source_uri and not dataset:

@@ -55,7 +55,7 @@ def generate(out, frames, format_, seed, width, height, classes_file, shard, sty
 
         synthgap generate --out data/synth --frames 1000 --format solo --seed 0
     """
-    from synthgap import storage
+    from synthgap.io import storage
     from synthgap.generate import generate as run, parse_shard
 
     if frames < 1:

@@ -56,7 +56,7 @@ def score(gt_path, pred_path, protocol, out_path, iou_thresholds, max_dets, unit
     The COCO protocol reproduces pycocotools' COCOeval (bbox) to 1e-12; the unity protocol reproduces
     Unity datasetinsights' metrics (the numbers published for SynthDet / UnityGroceries-Real).
     """
-    from synthgap import storage
+    from synthgap.io import storage
     from synthgap.metrics import CocoParams, detections_from_json, evaluate
 
     kwargs = {"unity_max_dets": unity_max_dets}
@@ -91,7 +91,7 @@ def score(gt_path, pred_path, protocol, out_path, iou_thresholds, max_dets, unit
 
 def _load_gt(path: str, fmt: str | None):
     """Ground truth as metrics arrays, through the dataset readers (COCO JSON included)."""
-    from synthgap import storage
+    from synthgap.io import storage
     from synthgap.data import DatasetError, open_dataset
     from synthgap.metrics import load_ground_truth
 

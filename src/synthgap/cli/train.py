@@ -24,7 +24,7 @@ _MLFLOW_HELP = ("Log params, metrics, the resolved config and the results to thi
 
 def _load_config(config, overrides, extra=()):
     """Load a synthgap or datasetinsights config; a datasetinsights one's translation goes to stderr."""
-    from synthgap import datasetinsights
+    from synthgap.config import datasetinsights
 
     cfg, lines = datasetinsights.load(config or "cpu_small", list(extra) + list(overrides))
     if lines:
@@ -90,9 +90,10 @@ def train(config, train_data, val_data, checkpoint_file, checkpoint_dir, tb_log_
     if not cfg.data.train:
         raise click.UsageError("no training data: pass --train-data (or set data.train in the config)")
     _setup_logging()
-    from synthgap import storage, tracking
+    from synthgap.io import storage
+    from synthgap.engine import tracking
     from synthgap.config import dump_config
-    from synthgap.train import train as run
+    from synthgap.engine.train import train as run
 
     inputs = {"train_data": cfg.data.train, "val_data": cfg.data.val, "checkpoint_file": checkpoint_file,
               "checkpoint_dir": checkpoint_dir}
@@ -137,15 +138,16 @@ def evaluate(config, checkpoint_file, test_data, test_split, tb_log_dir, workers
             --test-data data/real/test --output runs/synth/eval
     """
     _setup_logging()
-    from synthgap.datasetinsights import split_overrides
-    from synthgap.evaluate import evaluate_checkpoint
+    from synthgap.config.datasetinsights import split_overrides
+    from synthgap.engine.evaluate import evaluate_checkpoint
 
     extra = [f"eval.workers={workers}"] if workers is not None else []
     extra += [f"data.test_split={test_split}"] if test_split is not None else []
     overrides = [*extra, *split_overrides(overrides)]
     if config is not None:  # a synthgap or datasetinsights config, resolved here (its translation printed)
         config, overrides = _load_config(config, overrides), []
-    from synthgap import storage, tracking
+    from synthgap.io import storage
+    from synthgap.engine import tracking
     from synthgap.config import Config, dump_config
 
     params = {**(config.to_dict() if isinstance(config, Config) else {"config": config or "cpu_small"}),
@@ -187,8 +189,8 @@ def predict(checkpoint_file, images, out, config, score_thresh, batch_size, no_c
             --out predictions shelf1.jpg shelf2.jpg
     """
     _setup_logging()
-    from synthgap.evaluate import load_trained_model
-    from synthgap.predict import predict_images, select_device
+    from synthgap.engine.evaluate import load_trained_model
+    from synthgap.engine.predict import predict_images, select_device
 
     cfg, model, label_map = load_trained_model(checkpoint_file, config, overrides)
     device = select_device(no_cuda)

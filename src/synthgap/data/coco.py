@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.dataset import DetectionDataset
 from synthgap.data.errors import DatasetError
 from synthgap.data.sample import MAX_IMAGE_SIDE_PX, Sample, id_array

@@ -17,7 +17,7 @@ import json
 import math
 from typing import Iterable, Mapping
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.coco import CocoWriter
 from synthgap.data.errors import DatasetError
 from synthgap.data.sample import Sample

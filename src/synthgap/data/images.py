@@ -12,7 +12,7 @@ import io
 
 from PIL import Image
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.errors import DatasetError
 
 

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.dataset import DetectionDataset
 from synthgap.data.errors import DatasetError, SkipReport
 from synthgap.data.sample import Sample, overhanging

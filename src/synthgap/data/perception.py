@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.dataset import DetectionDataset
 from synthgap.data.errors import DatasetError
 from synthgap.data.sample import Sample, id_array, validate_sample

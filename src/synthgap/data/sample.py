@@ -67,6 +67,8 @@ class Sample:
         iscrowd: bool array (N,); COCO crowd regions (never matched as false positives).
         areas: float64 array (N,) of annotated areas in pixels^2, or None (then area = w * h).
         segmentation: kind -> path/URI of segmentation images (e.g. ``{"instance": ".../x.png"}``).
+        masks: per-box instance masks (`synthgap.data.masks`: polygon, bitmap or RLE, decoded on demand),
+            ``None`` for a box without one; () when the source has no masks.
         metadata: free-form per-image information (sequence, step, sensor, source file, ...).
     """
 
@@ -81,6 +83,7 @@ class Sample:
     areas: np.ndarray | None = None
     segmentation: Mapping[str, str] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    masks: tuple = ()
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
@@ -154,8 +157,8 @@ def validate_sample(sample: Sample, label_map: Mapping[int, str], *, file: str, 
                                file=file, record=record, field=name, kind="bad_image_size")
     n = len(sample.boxes)
     if len(sample.labels) != n or len(sample.iscrowd) != n or (sample.areas is not None and len(sample.areas) != n) \
-            or (sample.instance_ids and len(sample.instance_ids) != n):
-        raise DatasetError("per-box arrays (boxes, labels, iscrowd, areas, instance_ids) differ in length",
+            or (sample.instance_ids and len(sample.instance_ids) != n) or (sample.masks and len(sample.masks) != n):
+        raise DatasetError("per-box arrays (boxes, labels, iscrowd, areas, instance_ids, masks) differ in length",
                            file=file, record=record, field="boxes", kind="inconsistent")
     for i in range(n):
         x, y, w, h = (float(v) for v in sample.boxes[i])

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.dataset import DetectionDataset
 from synthgap.data.errors import DatasetError
 from synthgap.data.sample import Sample, id_array, validate_sample
@@ -302,7 +302,7 @@ class SoloWriter:
     ``step0.{sensor_id}.{ext}`` and, with an instance map, ``step0.{sensor_id}.instance segmentation.png``
     (RGBA, colour = instance id bytes, see `instance_colors`). `close` writes the definitions and
     ``metadata.json`` (totals). Output is byte-deterministic: fixed key order, no timestamps.
-    All files go through `synthgap.storage` (atomic writes).
+    All files go through `synthgap.io.storage` (atomic writes).
     """
 
     def __init__(self, root: str, label_map: Mapping[int, str], *, sensor_id: str = "camera",

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.errors import DatasetError
 from synthgap.data.sample import Sample, validate_sample
 

@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 import yaml
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.errors import DatasetError
 from synthgap.data.images import check_image_bytes
 from synthgap.data.sample import Sample

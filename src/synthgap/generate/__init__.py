@@ -21,7 +21,7 @@ from dataclasses import asdict, replace
 import numpy as np
 from PIL import Image
 
-from synthgap import locks, storage
+from synthgap.io import locks, storage
 from synthgap.errors import SynthgapError
 from synthgap.generate.classes import check_class_names, default_class_names, label_map, load_class_names
 from synthgap.data.png import encode_png
@@ -85,7 +85,7 @@ def generate(out: str, frames: int, format: str = "solo", seed: int = 0, width: 
              progress: bool = True, replace_out: bool = False) -> dict:
     """Render frames ``shard_frames(frames, shard)`` of a ``frames``-frame dataset into ``out``.
 
-    One writer at a time: ``out`` is locked (`synthgap.locks`) and a second run into it fails at once,
+    One writer at a time: ``out`` is locked (`synthgap.io.locks`) and a second run into it fails at once,
     naming the first. Shards of one plan (same everything but ``shard[0]``) may write into one folder
     together; a shard whose plan differs from one already in ``out`` (``generator/generation.*.json``,
     written when a run starts) is refused. ``replace_out`` writes into a new folder beside ``out`` and

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.errors import DatasetError
 
 BACKGROUND_NAMES = {"none", "background", "__background__"}

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.errors import DatasetError
 from synthgap.data.sample import Sample, id_array
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from typing import Iterable, Optional
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.pipelines import PIPELINE_NAMES
 
 

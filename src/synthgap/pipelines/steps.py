@@ -15,7 +15,7 @@ import sys
 import uuid
 from typing import Optional, Sequence
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.pipelines import SHM_SIZE
 
 
@@ -147,7 +147,7 @@ def evaluation_report(output: str, test_data: str, html_path: str) -> None:
 
 def trained_checkpoint(checkpoint_dir: str) -> str:
     """``FasterRCNN.best.estimator`` (best validation AP) if training wrote one, else ``.last.``."""
-    from synthgap.checkpoint import checkpoint_name
+    from synthgap.models.checkpoint import checkpoint_name
 
     for tag in ("best", "last"):
         uri = storage.join(checkpoint_dir, checkpoint_name(tag))

@@ -4,7 +4,7 @@
     build_report(["runs/synthetic", "runs/real"], "report.html", test_data="data/real/test")
 
 The page needs no network: CSS is inline, every plot and image is a base64 PNG, there are no scripts.
-It is written atomically through `synthgap.storage`. See docs/report.md for the run-folder layout.
+It is written atomically through `synthgap.io.storage`. See docs/report.md for the run-folder layout.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, Sequence
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.report.run import PROTOCOLS, Run, load_run, read_scalars
 
 __all__ = ["build_report", "load_run", "read_scalars", "render_report", "Run", "PROTOCOLS"]

@@ -10,7 +10,7 @@ import numpy as np
 from synthgap.report.run import Run
 from synthgap.stats.plots import figure_png, pyplot
 
-# TensorBoard tags drawn as training curves, in this order, when a run has them (synthgap.train's tags)
+# TensorBoard tags drawn as training curves, in this order, when a run has them (synthgap.engine.train's tags)
 CURVE_TAGS = ("train/loss", "epoch/loss", "val/AP", "val/AP50", "train/lr")
 
 

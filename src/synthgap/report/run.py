@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from synthgap import storage
+from synthgap.io import storage
 
 PROTOCOLS = ("coco", "unity")
 

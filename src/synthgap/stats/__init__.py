@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 from typing import Any, Sequence
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.stats.accumulate import BINS, HEATMAP_BINS, DatasetStats, VisiblePixels, dataset_stats
 from synthgap.stats.gap import gap_summary, total_variation, wasserstein_binned
 

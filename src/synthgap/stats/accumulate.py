@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from synthgap import storage
+from synthgap.io import storage
 from synthgap.data.sample import Sample
 
 # statistic -> (bin edges, axis label). Values outside the edges are clipped into the first/last bin.

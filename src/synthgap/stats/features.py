@@ -177,7 +177,7 @@ def feature_distances(a: tuple[np.ndarray, dict], b: tuple[np.ndarray, dict],
 
 def checkpoint_backbone(checkpoint: str) -> Backbone:
     """`detector_backbone` of a trained synthgap (or datasetinsights) checkpoint, on the CPU."""
-    from synthgap.evaluate import load_trained_model
+    from synthgap.engine.evaluate import load_trained_model
 
     _, model, _ = load_trained_model(checkpoint)
     return detector_backbone(model)

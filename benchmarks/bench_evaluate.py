@@ -15,9 +15,7 @@ and output records (their counts are printed side by side). Rounds alternate so 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import tempfile
 import time
 

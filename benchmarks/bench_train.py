@@ -23,7 +23,6 @@ import collections
 import math
 import os
 import statistics
-import sys
 import tempfile
 import time
 

@@ -39,8 +39,22 @@ class DatasetError(SynthgapError):
         return (": ".join(where) + ": " if where else "") + self.message
 
 
+class LabelMapError(DatasetError):
+    """Two label maps cannot be matched class by class: a name appears twice in one, two classes would
+    become one, a ``class_map`` entry names no class, or the maps share no class (`synthgap.data.labels`)."""
+
+    def __init__(self, message: str, *, file: str | None = None, record: object = None,
+                 field: str | None = None, kind: str = "label_map"):
+        super().__init__(message, file=file, record=record, field=field, kind=kind)
+
+
 class ConfigError(SynthgapError):
     """A config file or override is invalid; the message names the dotted key and the source."""
+
+
+class BootstrapError(SynthgapError):
+    """A bootstrap cannot run on these results: not the COCO protocol, no per-image matches, runs scored on
+    different test images, or an unknown metric (`synthgap.metrics.bootstrap`)."""
 
 
 class CheckpointError(SynthgapError):
@@ -56,3 +70,13 @@ class DownloadError(SynthgapError, RuntimeError):
 class WriteError(SynthgapError):
     """An output cannot be written: the disk is full or read-only, or permission is denied. The message
     names the file and the system's reason; the original ``OSError`` is the ``__cause__``."""
+
+
+class TrainingError(SynthgapError, FloatingPointError):
+    """Training cannot go on: the loss diverged (non-finite, or exploding); the message names the optimizer
+    step, epoch and batch. Also a ``FloatingPointError``, as a non-finite loss raised before."""
+
+
+class TrackingError(SynthgapError):
+    """The experiment tracker (MLflow, ``--mlflow-uri``) cannot be used: a bad or unreachable URI at the start,
+    or, with ``--mlflow-strict``, a failed call during the run. The message names the URI and the reason."""

@@ -333,3 +333,67 @@ def test_convert_removes_a_killed_runs_temporary_file_and_refuses_a_second_write
     res = run("convert", path, out)
     assert res.exit_code == 0, res.output
     assert sorted(os.listdir(out)) == ["annotations.json"]
+
+
+def _pool_and_test(tmp_path):
+    """A generated pool of 5 images and a test set of 3: a JPEG re-encode of pool image 2, a half-size copy of
+    pool image 4 and a fresh image (COCO, xywh boxes copied from their sources)."""
+    from synthgap.data import Sample, open_dataset
+    from synthgap.data.coco import CocoWriter
+    from synthgap.generate.shapes import LABEL_MAP, make_coco as make_shapes, make_samples
+
+    pool = make_shapes(tmp_path / "pool", 5, size=(160, 120), seed=1)
+    src = open_dataset(pool)
+    (tmp_path / "test").mkdir()
+    Image.open(src[1].image).convert("RGB").save(tmp_path / "test" / "a.jpg", quality=50)
+    Image.open(src[3].image).resize((80, 60)).save(tmp_path / "test" / "b.png")
+    fresh = make_samples(tmp_path / "test", 1, size=(160, 120), seed=7, first_id=9)[0]
+    samples = [Sample(image=str(tmp_path / "test" / "a.jpg"), width=160, height=120, boxes=src[1].boxes,
+                      labels=src[1].labels, image_id=1),
+               Sample(image=str(tmp_path / "test" / "b.png"), width=80, height=60, boxes=src[3].boxes / 2,
+                      labels=src[3].labels, image_id=2), fresh]
+    with CocoWriter(str(tmp_path / "test"), LABEL_MAP) as writer:
+        for s in samples:
+            writer.add(s)
+    return pool, str(tmp_path / "test")
+
+
+def test_info_leakage_finds_the_copies_of_pool_images(tmp_path):
+    pool, test = _pool_and_test(tmp_path)
+    res = run("info", test, "--leakage", pool)
+    assert res.exit_code == 0, res.output
+    assert f"leakage: 2 of 3 test images have a near-copy in {pool} (pHash Hamming distance <= 10 of 64 bits)" \
+        in res.output
+    assert "a.jpg -> img_0002.png: 2 bits (near-copy)" in res.output and "img_0009.png -> " in res.output
+    doc = json.loads(run("info", test, "--leakage", pool, "--json").output)
+    (phash,) = doc["leakage"]
+    assert (phash["near_copies"], phash["test_images"], phash["pool_images"], phash["method"]) == (2, 3, 5, "phash")
+    assert {p["nearest"].rsplit("/", 1)[-1] for p in phash["pairs"] if p["near"]} == {"img_0002.png", "img_0004.png"}
+    res = run("info", test, "--leakage-features", "x.estimator")
+    assert res.exit_code == 2 and "--leakage-features goes with --leakage POOL" in res.output
+
+
+def test_convert_a_split_by_group(tmp_path):
+    names = [f"IMG_{v}_chips_frame_{i:05d}.jpg" for i, v in enumerate([1866] * 6 + [1867] * 3 + [1868] * 1)]
+    data = {"images": [{"id": i + 1, "file_name": n, "width": 64, "height": 48} for i, n in enumerate(names)],
+            "annotations": [], "categories": [{"id": 1, "name": "product"}]}
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "annotations.json").write_text(json.dumps(data))
+    src = tmp_path / "c" / "annotations.json"
+    out = {}
+    for split in ("train", "val"):
+        res = run("convert", src, tmp_path / f"{split}.json", "--split", split, "--group-by", r"regex:^(IMG_\d+)_",
+                  "--val-fraction", "0.3", "--split-seed", "3")
+        assert res.exit_code == 0, res.output
+        out[split] = {im["file_name"].rsplit("/", 1)[-1][:8]
+                      for im in json.loads((tmp_path / f"{split}.json").read_text())["images"]}
+    assert out["val"] == {"IMG_1867"} and out["train"] == {"IMG_1866", "IMG_1868"}  # 3 of 10 is exactly 30 %
+    assert "split 'val': 3 of 10 images in 1 of 3 groups (regex:^(IMG_\\d+)_; val asked 30%, got 30.0%; seed 3)" \
+        in res.output
+    res = run("convert", src, tmp_path / "v.json", "--split", "val", "--group-by", r"regex:^(IMG_\d+)_")
+    assert res.exit_code == 0 and "split 'val': 1 of 10 images in 1 of 3 groups (regex:^(IMG_\\d+)_; val asked " \
+        "10%, got 10.0%; seed 47)" in res.output
+    res = run("convert", src, tmp_path / "w.json", "--group-by", "folder")
+    assert res.exit_code == 2 and "--group-by needs --split train or --split val" in res.output
+    res = run("convert", src, tmp_path / "w.json", "--split", "val", "--group-by", "regex:^(DSC_\\d+)")
+    assert res.exit_code == 1 and "does not match the group_by regex" in res.output

@@ -2,6 +2,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from synthgap.cli import main
 from synthgap.data import open_dataset
@@ -72,3 +73,93 @@ def test_force_replaces_the_folder_and_a_read_only_disk_is_one_line(tmp_path, cl
         r = run("--out", f"{disk}/d", "--frames", "1", *args)
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     assert "Read-only file system" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ cut-and-paste mode (--assets)
+
+@pytest.fixture
+def cutouts(tmp_path):
+    from tests.helpers.cutouts import png_catalog
+
+    return png_catalog(tmp_path / "cutouts", per_class=1)
+
+
+def test_assets_mode_writes_a_dataset_with_the_flags_in_its_plan(tmp_path, cutouts):
+    out = tmp_path / "p"
+    r = run("--out", str(out), "--frames", "2", "--format", "coco", "--width", "96", "--height", "80", "--assets",
+            cutouts, "--layout", "table", "--object-height", "20-30", "--hue", "0", "--distractors", "1",
+            "--objects-per-frame", "3-4", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert f"catalog {cutouts}: 3 cut-outs of 3 classes" in r.output and "paste table, coco" in r.output
+    ds = open_dataset(str(out))
+    assert len(ds) == 2 and ds.label_map == {1: "chips", 2: "cola", 3: "soup"}
+    plan = json.loads((out / "generator" / "generation.shard-0-of-1.json").read_text())
+    cfg = plan["config"]
+    assert (cfg["layout"], cfg["object_height"], cfg["hue"], cfg["distractors"], cfg["objects_per_frame"]) == \
+        ("table", [20.0, 30.0], 0.0, [1, 1], [3, 4])
+    assert cfg["brightness"] == 0.2 and plan["assets"]["assets"] == 3  # flags not given keep PasteConfig's defaults
+    r = run("--out", str(tmp_path / "s"), "--frames", "4", "--assets", cutouts, "--single-class", "product",
+            "--width", "64", "--height", "64", "--shard", "1/2", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert "1 of 2 shards done: the folder holds 2 of 4 frames" in r.output
+    assert open_dataset(str(tmp_path / "s")).label_map == {1: "product"}
+
+
+def test_paste_defaults_in_the_help_are_paste_configs():
+    from dataclasses import fields
+
+    from synthgap.cli.generate import LAYOUTS, PASTE_DEFAULTS
+    from synthgap.generate import PasteConfig
+    from synthgap.generate.layout import LAYOUTS as REAL_LAYOUTS
+
+    defaults = {f.name: f.default for f in fields(PasteConfig)}
+    assert {k: defaults[k] for k in PASTE_DEFAULTS} == PASTE_DEFAULTS and LAYOUTS == REAL_LAYOUTS
+    from synthgap.cli.generate import generate as command
+
+    helps = {p.opts[0]: p.help for p in command.params if p.opts}
+    for flag, shown in [("--rotation", "Default: 10."), ("--hue", "Default: 15."), ("--blur", "Default: 1."),
+                        ("--object-height", "Default: 60-160."), ("--distractors", "Default: 0-4."),
+                        ("--min-visible", "Default: 0.25."), ("--max-overlap", "Default: 0.2."),
+                        ("--noise", "Default: 0.02."), ("--layout", "Default: shelf."),
+                        ("--brightness", "Default: 0.2."), ("--contrast", "Default: 0.2."),
+                        ("--background", "Default: procedural."), ("--objects-per-frame", "(default 8-20)")]:
+        assert shown in helps[flag], flag
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layout", "table"], "--layout"),
+    (["--hue", "5"], "--hue"),
+    (["--assets", "/no/such/catalog"], "--assets"),
+    (["--assets", "{cutouts}", "--style", "target"], "--style"),
+    (["--assets", "{cutouts}", "--classes", "{cutouts}"], "--classes"),
+    (["--assets", "{cutouts}", "--object-height", "90-20"], "--object-height"),
+    (["--assets", "{cutouts}", "--object-height", "2"], "at least 4 px"),
+    (["--assets", "{cutouts}", "--distractors", "x"], "--distractors"),
+    (["--assets", "{cutouts}", "--hue", "-3"], "--hue"),
+    (["--assets", "{cutouts}", "--max-overlap", "0.95"], "--max-overlap"),
+    (["--assets", "{cutouts}", "--background", "/no/such/folder"], "--background"),
+    (["--assets", "{cutouts}", "--assets-option", "oops"], "--assets-option"),
+    (["--width", "50000", "--height", "50000"], "too large"),
+])
+def test_bad_paste_flags_give_clear_errors(tmp_path, cutouts, args, message):
+    r = run("--out", str(tmp_path / "d"), "--frames", "2", *[a.format(cutouts=cutouts) for a in args])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_catalog_without_cut_outs_is_a_one_line_error_naming_it(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "cola").mkdir(parents=True)
+    r = run("--out", str(tmp_path / "d"), "--frames", "1", "--assets", str(empty))
+    assert r.exit_code == 1 and str(empty) in r.output and "no RGBA PNG cut-out" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    coco = tmp_path / "coco"
+    coco.mkdir()
+    Image.new("RGB", (20, 20)).save(coco / "a.png")
+    (coco / "annotations.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": 20, "height": 20}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "product"}]}))
+    r = run("--out", str(tmp_path / "d"), "--frames", "1", "--assets", str(coco))
+    assert r.exit_code == 1 and "carries a mask" in r.output and str(coco) in r.output
+    assert not (tmp_path / "d").exists()

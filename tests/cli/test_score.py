@@ -159,3 +159,55 @@ def test_score_errors_prints_and_writes_the_tide_breakdown_equal_to_tidecv(files
     assert errors["ap"] == pytest.approx(tide_run.ap / 100, abs=1e-12)
     assert errors["counts"]["bkg"] == {e.short_name: n for e, n in tide_run.count_errors().items()}["Bkg"]
     assert errors["special"]["false_pos"] == pytest.approx(special["FalsePos"] / 100, abs=1e-12)
+
+
+def test_units_are_printed_and_undefined_metrics_are_json_null(tmp_path):
+    """Issue 23: COCO stats (fractions) and TIDE's dAPs (x 100) shared a screen without saying so, and a ground
+    truth without boxes wrote a bare NaN into --out (not JSON)."""
+    gt = {"images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}], "annotations": [],
+          "categories": [{"id": 1, "name": "a"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    pred = [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 3], "score": 0.5}]
+    (tmp_path / "p.json").write_text(json.dumps(pred))
+    out = tmp_path / "m.json"
+    res = run("--gt", tmp_path / "gt.json", "--pred", tmp_path / "p.json", "--protocol", "both", "--errors",
+              "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "[coco metrics as fractions 0-1; the TIDE breakdown after them in AP points, x 100]" in res.output
+    assert "[unity metrics as fractions 0-1]" in res.output and "dAP in AP points" in res.output
+
+    def no_constants(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    data = json.loads(out.read_text(), parse_constant=no_constants)
+    assert data["unity"]["stats"] == {"mAP": None, "mAPIOU50": None, "mAR": None}
+
+
+def test_score_ci_prints_the_interval_beside_each_stat_and_writes_it_with_resamples_and_seed(files, tmp_path):
+    """--ci: the percentile bootstrap of synthgap.metrics.bootstrap, the same numbers as the Python API."""
+    from synthgap.metrics import bootstrap_intervals, evaluate
+
+    gt, pred = files
+    out = tmp_path / "metrics.json"
+    res = run("--gt", gt, "--pred", pred, "--ci", "--ci-resamples", 300, "--ci-seed", 7, "--out", out,
+              "--protocol", "both")
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    iv = data["coco"]["intervals"]
+    assert iv["resamples"] == 300 and iv["seed"] == 7 and iv["images"] == 3 and iv["level"] == 0.95
+    assert iv == json.loads(json.dumps(bootstrap_intervals(evaluate(GT, PRED), 300, seed=7).to_dict()))
+    assert "intervals" not in data["unity"]
+    lines = {line.split()[0]: line for line in res.output.splitlines() if line.startswith("  A")}
+    for name, v in iv["stats"].items():  # e.g. "  AP50   1.0000  [1.0000, 1.0000]"; undefined stats: none
+        assert (f"[{v['low']:.4f}, {v['high']:.4f}]" in lines[name]) if v else "[" not in lines[name]
+    assert "95 % percentile bootstrap interval over the 3 test images (300 resamples, seed 7)" in res.output
+    again = run("--gt", gt, "--pred", pred, "--ci", "--ci-resamples", 300, "--ci-seed", 7)
+    assert again.exit_code == 0 and again.output.split("\n\n")[1] == res.output.split("\n\n")[1]
+
+
+def test_score_ci_needs_the_coco_protocol_and_a_positive_resample_count(files):
+    gt, pred = files
+    res = run("--gt", gt, "--pred", pred, "--ci", "--protocol", "unity")
+    assert res.exit_code == 2 and "--ci bootstraps the coco protocol" in res.output
+    res = run("--gt", gt, "--pred", pred, "--ci", "--ci-resamples", 0)
+    assert res.exit_code == 2 and "--ci-resamples" in res.output

@@ -12,6 +12,7 @@ from PIL import Image
 
 from synthgap.generate.shapes import LABEL_MAP, make_coco
 from synthgap.cli import main
+from synthgap.config import load_config
 
 TINY = ["model.min_size=64", "model.max_size=64", "data.image_size=null", "train.batch_size=4", "eval.batch_size=4",
         "train.epochs=1"]
@@ -168,3 +169,159 @@ def test_train_split_flags_reach_the_data(trained, tmp_path):
         result = CliRunner().invoke(main, ["train", "-t", train_dir, "-e", test_dir, "--checkpoint-dir",
                                            str(tmp_path / "ck"), "--no-progress", flag, "nope"])
         assert result.exit_code != 0 and "unknown split 'nope'; coco datasets have: all, train, val" in result.output
+
+
+def test_evaluate_and_predict_match_classes_by_name_with_a_class_map(trained, tmp_path, caplog):
+    """Issue 23: a test set naming a class differently and numbering all of them differently; --class-map
+    pairs the names, the printed line says how the classes were matched, ids come out in the test set's."""
+    from tests.helpers.labels import PERMUTED, renumbered_coco
+
+    root, _, test_dir = trained
+    checkpoint = str(root / "ck" / "FasterRCNN.last.estimator")
+    other = renumbered_coco(test_dir, tmp_path / "renamed", names={"red": "crimson"})
+    (tmp_path / "map.yaml").write_text("red: crimson\n")
+    with caplog.at_level("INFO", logger="synthgap.engine.evaluate"):  # the command logs it to stderr
+        result = CliRunner().invoke(main, ["evaluate", "-p", checkpoint, "-t", other, "--output", str(tmp_path / "e"),
+                                           "--no-progress", "--class-map", str(tmp_path / "map.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "3 matched by name (case and whitespace ignored) and by the class map (red=crimson)" in caplog.text
+    assert json.loads((tmp_path / "e" / "label_alignment.json").read_text())["model_to_test"] == {
+        str(k): v for k, v in PERMUTED.items()}
+    assert "crimson" in (tmp_path / "e" / "per_class_coco.txt").read_text()
+    images = sorted(str(p) for p in (root / "test" / "images").iterdir())[:1]
+    result = CliRunner().invoke(main, ["predict", "-p", checkpoint, *images, "--out", str(tmp_path / "p"),
+                                       "--score-thresh", "0", "--test-data", other, "--class-map", "red=crimson"])
+    assert result.exit_code == 0, result.output
+    back = {v: k for k, v in PERMUTED.items()}
+    for d in json.loads((tmp_path / "p" / "predictions.json").read_text())[0]["detections"]:
+        assert LABEL_MAP[back[d["category_id"]]] == d["label"]
+    result = CliRunner().invoke(main, ["evaluate", "-p", checkpoint, "-t", other, "--output", str(tmp_path / "x"),
+                                       "--no-progress", "--class-map", "rot=crimson"])
+    assert result.exit_code == 1 and "'rot' is not a class of the model" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# hardening round 3 (issue 23): one run per folder, resume as recorded, one-line errors, info on checkpoints
+
+ONE_STEP = ["model.min_size=64", "model.max_size=64", "data.image_size=null", "train.max_steps_per_epoch=1",
+            "eval.batch_size=4", "train.tb_images=0"]
+
+
+def _train(*args):
+    return CliRunner().invoke(main, ["train", "--no-progress", *args])
+
+
+def test_resume_continues_the_run_as_recorded(trained, tmp_path, caplog):
+    """issue 23: after `--val-data ./real-val`, batch 2 and N epochs, `train --train-data X --checkpoint-dir run1
+    --resume` trained to cpu_small's 10 epochs at its batch 8, validated on a 90/10 split and rewrote config.yaml,
+    without a word. Now the run's recorded config and data are used; changes must be asked for."""
+    _, train_dir, test_dir = trained
+    ck = tmp_path / "run1"
+    result = _train("-t", train_dir, "-e", test_dir, "--checkpoint-dir", str(ck),
+                    *_overrides(ONE_STEP + ["train.batch_size=2", "train.epochs=1"]))
+    assert result.exit_code == 0, result.output
+    recorded = (ck / "config.yaml").read_text()
+    # the issue's command line: no --config, no --val-data
+    result = _train("-t", train_dir, "--checkpoint-dir", str(ck), "--resume")
+    assert result.exit_code == 0, result.output
+    assert "trained 1 epochs" in result.output and (ck / "config.yaml").read_text() == recorded
+    # a resumable change, asked for; not even --train-data is needed
+    with caplog.at_level("INFO", logger="synthgap.engine.train"):
+        result = _train("--checkpoint-dir", str(ck), "--resume", "--override", "train.epochs=2")
+    assert result.exit_code == 0, result.output
+    assert "resuming with train.epochs 1 -> 2" in caplog.text and f"validating on {test_dir}" in caplog.text
+    saved = load_config(str(ck / "config.yaml"))
+    assert (saved.train.epochs, saved.train.batch_size, saved.data.val) == (2, 2, test_dir)
+    # another batch size: refused, folder untouched
+    before = {p.name: p.stat().st_mtime_ns for p in ck.iterdir()}
+    result = _train("--checkpoint-dir", str(ck), "--resume", "--override", "train.epochs=3", "--override",
+                    "train.batch_size=4")
+    assert result.exit_code == 1 and "cannot resume: the run was trained with other settings (train.batch_size: 2 " \
+        "in the run, 4 now)" in result.output, result.output
+    assert "Traceback" not in result.output and {p.name: p.stat().st_mtime_ns for p in ck.iterdir()} == before
+    # --config on resume: its defaults must not replace the run's settings unnoticed
+    result = _train("--config", "cpu_small", "--checkpoint-dir", str(ck), "--resume")
+    assert result.exit_code == 2 and "--config differs from it" in result.output and "train.batch_size: 2 in the run, " \
+        "8 in --config" in result.output, result.output
+
+
+def test_a_used_checkpoint_dir_needs_resume_or_overwrite(trained, tmp_path):
+    _, train_dir, _ = trained
+    ck = tmp_path / "ck"
+    args = ["-t", train_dir, "--no-val", "--checkpoint-dir", str(ck), *_overrides(ONE_STEP + ["train.epochs=2"])]
+    assert _train(*args).exit_code == 0
+    result = _train(*args[:-2], "--override", "train.epochs=1")
+    assert result.exit_code == 1 and f"Error: {ck} holds the checkpoints of another run" in result.output
+    assert result.output.count("\n") == 1
+    result = _train(*args[:-2], "--override", "train.epochs=1", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(ck)) == ["FasterRCNN.ep1.estimator", "FasterRCNN.last.estimator", "config.yaml"]
+
+
+def test_bad_training_input_is_a_one_line_error(trained, tmp_path):
+    """issue 23: label id 0 (ValueError) and a diverging run (FloatingPointError, or exit 0 with AdamW) were
+    tracebacks or silent; now one line each, exit 1."""
+    from synthgap.data.coco import CocoWriter
+    from synthgap.generate.shapes import make_samples
+
+    _, train_dir, test_dir = trained
+    samples = make_samples(tmp_path, 2, size=(64, 64))
+    with CocoWriter(str(tmp_path / "zero"), {0: "thing", 1: "red", 2: "green", 3: "blue"}) as w:
+        for s in samples:
+            w.add(s)
+    result = _train("-t", str(tmp_path / "zero"), "--checkpoint-dir", str(tmp_path / "ck0"))
+    assert result.exit_code == 1 and "label id 0 ('thing')" in result.output and result.output.count("\n") == 1
+    result = _train("-t", train_dir, "-e", test_dir, "--checkpoint-dir", str(tmp_path / "ck1"),
+                    *_overrides(ONE_STEP[:3] + ["train.batch_size=2", "optimizer.name=sgd", "optimizer.lr=10",
+                                                "optimizer.warmup_steps=0"]))
+    assert result.exit_code == 1 and result.output.startswith("Error: training diverged at step 2 (epoch 1, batch 1)")
+    assert "Traceback" not in result.output and not list((tmp_path / "ck1").glob("*.estimator"))
+
+
+def test_info_describes_a_checkpoint(trained):
+    """issue 23: `synthgap info FasterRCNN.best.estimator` said "no reader recognises this path"."""
+    root, _, _ = trained
+    path = str(root / "ck" / "FasterRCNN.best.estimator")
+    result = CliRunner().invoke(main, ["info", path])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"checkpoint:   {path}" in out and "architecture: fasterrcnn_small_gn" in out
+    assert "classes:      3" in out and "red" in out and "epoch:        1 (step 1)" in out
+    assert "resumable:    no (FasterRCNN.best/ep files hold the model and config only)" in out
+    assert "val AP " in out and "\nconfig:\n  model:\n    name: fasterrcnn_small_gn" in out
+    report = json.loads(CliRunner().invoke(main, ["info", path, "--json"]).output)
+    assert report["architecture"] == "fasterrcnn_small_gn" and report["classes"] == {"1": "red", "2": "green",
+                                                                                      "3": "blue"}
+    assert report["epoch"] == 1 and report["config"]["train"]["epochs"] == 1
+    result = CliRunner().invoke(main, ["info", str(root / "ck" / "missing.estimator")])
+    assert result.exit_code == 1 and "checkpoint file not found" in result.output
+
+
+def test_configs_lists_and_prints_the_packaged_configs():
+    from synthgap.config import packaged_configs
+
+    result = CliRunner().invoke(main, ["configs"])
+    assert result.exit_code == 0
+    for name in packaged_configs():
+        assert f"\n  {name} " in "\n" + result.output
+    assert "fasterrcnn_small_gn" in result.output and "A detector that learns from scratch on a laptop CPU" in \
+        result.output
+    shown = CliRunner().invoke(main, ["configs", "show", "cpu_small"])
+    assert shown.exit_code == 0 and shown.output.startswith("# A detector that learns from scratch")
+    assert load_config("cpu_small") == _config_from_text(shown.output)
+    resolved = CliRunner().invoke(main, ["configs", "show", "cpu_small", "--resolved"])
+    assert resolved.exit_code == 0 and "box_detections_per_img: 100" in resolved.output  # a default, not in the file
+    assert _config_from_text(resolved.output) == load_config("cpu_small")
+    missing = CliRunner().invoke(main, ["configs", "show", "nope"])
+    assert missing.exit_code == 2 and "no packaged config 'nope'" in missing.output and "cpu_small" in missing.output
+
+
+def _config_from_text(text):
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(text)
+    try:
+        return load_config(f.name)
+    finally:
+        os.unlink(f.name)

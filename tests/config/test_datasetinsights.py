@@ -10,9 +10,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from synthgap.config import datasetinsights
 from synthgap.cli import main
-from synthgap.config import Config, ConfigError, load_config
+from synthgap.config import datasetinsights
+from synthgap.config import Config, ConfigError, load_config, read_config
 from synthgap.data import open_dataset
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "datasetinsights"
@@ -22,7 +22,7 @@ FINE_TUNE = str(FIXTURES / "faster_rcnn_fine_tune.yaml")
 
 
 def test_synthetic_config_translates():
-    cfg, lines = datasetinsights.load(SYNTHETIC)
+    cfg, lines = read_config(SYNTHETIC)
     assert cfg.model.name == "fasterrcnn_resnet50_fpn"
     assert (cfg.optimizer.name, cfg.optimizer.lr) == ("adam", 2e-4)
     assert (cfg.train.batch_size, cfg.train.accumulation_steps, cfg.train.epochs) == (4, 8, 10)
@@ -41,22 +41,22 @@ def test_synthetic_config_translates():
 
 
 def test_real_and_fine_tune_configs_translate():
-    real, _ = datasetinsights.load(REAL)
+    real, _ = read_config(REAL)
     assert (real.data.train_split, real.data.val_split, real.data.test_split) == ("train", "val", "test")
     assert (real.train.epochs, real.train.batch_size, real.eval.batch_size, real.train.log_every) == (80, 8, 8, 30)
     assert real.model.weights is None  # `checkpoint_file: None` is yacs' text for "none"
-    fine, lines = datasetinsights.load(FINE_TUNE)
+    fine, lines = read_config(FINE_TUNE)
     assert fine.optimizer.lr == 2e-5 and fine.train.epochs == 30
     assert any(line.startswith("mlflow.experiment_name") and "--mlflow-uri" in line for line in lines)
 
 
 def test_load_config_reads_datasetinsights_yaml_too():
     """The library entry point (used by evaluate, study) translates as well."""
-    assert load_config(REAL) == datasetinsights.load(REAL)[0]
+    assert load_config(REAL) == read_config(REAL)[0]
 
 
 def test_synthgap_configs_pass_through():
-    cfg, lines = datasetinsights.load("cpu_small", ["train.epochs=2 eval.batch_size=3"])
+    cfg, lines = read_config("cpu_small", ["train.epochs=2 eval.batch_size=3"])
     assert lines == [] and cfg == load_config("cpu_small", ["train.epochs=2", "eval.batch_size=3"])
 
 
@@ -72,41 +72,41 @@ def test_keys_without_meaning_are_refused_by_name(tmp_path):
     raw["optimizer"]["args"]["betas"] = [0.9, 0.99]
     raw["lr_scheduler"] = {"name": "StepLR"}
     with pytest.raises(ConfigError) as err:
-        datasetinsights.load(_write(tmp_path, raw))
+        read_config(_write(tmp_path, raw))
     message = str(err.value)
     assert "'estimator' ('DenseDepth')" in message and "'optimizer.args.betas'" in message
     assert "'lr_scheduler.name'" in message and "di.yaml" in message
     raw = yaml.safe_load(Path(SYNTHETIC).read_text())
     raw["val"]["dataset"]["args"]["random_seed"] = 48
     with pytest.raises(ConfigError, match="'val.dataset.args.random_seed'"):
-        datasetinsights.load(_write(tmp_path, raw))
+        read_config(_write(tmp_path, raw))
     for key, value in [("backbone", "resnet18"), ("task", "segmentation")]:
         raw = yaml.safe_load(Path(SYNTHETIC).read_text())
         raw[key] = value
         with pytest.raises(ConfigError, match=f"'{key}'"):
-            datasetinsights.load(_write(tmp_path, raw))
+            read_config(_write(tmp_path, raw))
 
 
 def test_pretrained_maps_to_torchvision_weights(tmp_path):
     """datasetinsights' `pretrained: True` was torchvision's COCO detector; a checkpoint_file replaces it."""
     raw = yaml.safe_load(Path(SYNTHETIC).read_text())
     raw["pretrained"] = True
-    cfg, lines = datasetinsights.load(_write(tmp_path, raw))
+    cfg, lines = read_config(_write(tmp_path, raw))
     assert (cfg.model.weights, cfg.model.weights_backbone) == ("coco", None)
     assert "pretrained: True -> model.weights: 'coco'" in lines
     raw["checkpoint_file"] = "gs://bucket/FasterRCNN.estimator"
-    cfg, _ = datasetinsights.load(_write(tmp_path, raw))
+    cfg, _ = read_config(_write(tmp_path, raw))
     assert cfg.model.weights == "gs://bucket/FasterRCNN.estimator"
 
 
 def test_overrides_in_both_namespaces():
-    cfg, lines = datasetinsights.load(REAL, ["optimizer.args.lr=0.001 train.epochs=3",
+    cfg, lines = read_config(REAL, ["optimizer.args.lr=0.001 train.epochs=3",
                                              "model.min_size=320 eval.protocols=[coco, unity]"])
     assert cfg.optimizer.lr == 0.001 and cfg.train.epochs == 3  # set in the datasetinsights YAML, then translated
     assert "optimizer.args.lr: 0.001 -> optimizer.lr: 0.001" in lines
     assert cfg.model.min_size == 320 and cfg.eval.protocols == ["coco", "unity"]  # synthgap keys, after
     with pytest.raises(ConfigError, match="unknown key 'train.nope'"):
-        datasetinsights.load(REAL, ["train.nope=1"])
+        read_config(REAL, ["train.nope=1"])
 
 
 def test_split_overrides():
@@ -164,13 +164,13 @@ def test_cli_refusal_names_the_key(tmp_path):
 
 
 def test_is_a_config():
-    assert isinstance(datasetinsights.load(SYNTHETIC)[0], Config)
+    assert isinstance(read_config(SYNTHETIC)[0], Config)
 
 
 def test_val_and_test_batch_sizes_that_differ_are_reported(tmp_path):
     raw = yaml.safe_load(Path(REAL).read_text())
     raw["test"]["batch_size"], raw["val"]["batch_size"] = 2, 16
     raw = {k: raw[k] for k in ["test", *[k for k in raw if k != "test"]]}  # test before val in the file
-    cfg, lines = datasetinsights.load(_write(tmp_path, raw))
+    cfg, lines = read_config(_write(tmp_path, raw))
     assert cfg.eval.batch_size == 2
     assert any(line.startswith("eval.batch_size: 2 (test's; val's 16 differs") for line in lines)

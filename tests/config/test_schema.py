@@ -40,7 +40,7 @@ def test_file_uri_and_round_trip(tmp_path):
     ("train:\n  epochs: three\n", r"c.yaml: train.epochs must be an integer, got 'three'"),
     ("train:\n  epochs: 0\n", r"train.epochs must be > 0"),
     ("train:\n  amp: fp8\n", r"train.amp must be one of none, fp16, bf16"),
-    ("model:\n  name: yolo\n", r"model.name must be one of"),
+    ("model:\n  name: ''\n", r"model.name must name an architecture"),  # a name's registration: tests/models
     ("data:\n  image_size: [320]\n", r"data.image_size must be \[width, height\]"),
     ("train: 5\n", r"train must be a mapping"),
     ("train:\n  deterministic: 1\n", r"train.deterministic must be true or false"),

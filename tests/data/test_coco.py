@@ -293,3 +293,45 @@ def test_copy_images_copies_only_files_that_decode(tmp_path, content):
         w.add(s)
     assert err.value.kind == "unreadable_image" and err.value.file == str(src)
     assert not (tmp_path / "out" / "images" / "img.png").exists()
+
+
+def test_segmentation_fills_masks_as_pycocotools_decodes_them(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from synthgap.data.masks import PolygonMask, RLEMask
+
+    h, w = 30, 40
+    bits = np.zeros((h, w), np.uint8, order="F")
+    bits[5:20, 10:33] = 1
+    compressed = mask_utils.encode(np.asfortranarray(bits))
+    compressed = {"size": compressed["size"], "counts": compressed["counts"].decode()}
+    polygon = [[2.0, 2.0, 12.5, 2.0, 12.5, 9.0, 2.0, 9.0], [1, 1, 2, 2]]  # the second ring has < 3 points
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10.5, 7], "area": 70, "segmentation": polygon},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [10, 5, 23, 15], "area": 345, "iscrowd": 1,
+             "segmentation": compressed},
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 4, 4], "area": 16, "segmentation": []}]
+    doc = {"images": [{"id": 1, "file_name": "a.png", "width": w, "height": h}], "annotations": anns,
+           "categories": [{"id": 1, "name": "a"}]}
+    path = tmp_path / "seg.json"
+    path.write_text(json.dumps(doc))
+    s = open_dataset(str(path))[0]
+    assert isinstance(s.masks[0], PolygonMask) and isinstance(s.masks[1], RLEMask) and s.masks[2] is None
+    assert s.masks[0].rings == (((2.0, 2.0), (12.5, 2.0), (12.5, 9.0), (2.0, 9.0)),)
+    oracle = mask_utils.decode({"size": compressed["size"], "counts": compressed["counts"].encode()})
+    np.testing.assert_array_equal(s.masks[1].to_array(w, h), oracle.astype(bool))
+    assert oracle.sum() == bits.sum()
+    assert _close_to_pycocotools_polygon(s.masks[0].to_array(w, h), polygon[0], h, w)
+    bad = dict(doc, annotations=[dict(anns[0], segmentation=[[1, 2, "x", 4, 5, 6]])])
+    path.write_text(json.dumps(bad))
+    with pytest.raises(DatasetError, match="even number of coordinates") as err:
+        open_dataset(str(path))
+    assert err.value.record == "annotations[0] (id 1)" and err.value.field == "segmentation"
+
+
+def _close_to_pycocotools_polygon(ours: np.ndarray, polygon: list, h: int, w: int) -> bool:
+    """Pillow's polygon fill and pycocotools' rasterisation of one polygon differ by at most its outline."""
+    from pycocotools import mask as mask_utils
+
+    theirs = mask_utils.decode(mask_utils.frPyObjects([polygon], h, w))[..., 0].astype(bool)
+    outline = (ours ^ theirs).sum()
+    return outline <= 2 * (ours.shape[0] + ours.shape[1]) and (ours & theirs).sum() > 0.7 * theirs.sum()

@@ -78,3 +78,25 @@ def test_loader_snippet_is_in_the_docs():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
     assert LOADER.strip() in docs
     compile(LOADER, "LOADER", "exec")
+
+
+def test_a_failed_export_leaves_the_destination_as_it_was(tmp_path):
+    """Issue 23: a bad detection (checked after the images were copied) left DST half-written: data/ full of
+    images, no labels.json. The export is written beside DST and swapped in only when complete."""
+    src = make_coco(tmp_path / "test", 3, size=(64, 48), seed=2)
+    ds = open_dataset(src)
+    good = _detections(ds)
+    bad = good + [{"image_id": 999, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]
+    dst = tmp_path / "export"
+    with pytest.raises(DatasetError, match="image_id 999"):
+        export_run(ds, ds.label_map, bad, str(dst), source="p.json")
+    assert not dst.exists() and list(tmp_path.iterdir()) == [tmp_path / "test"]  # no temporary folder left
+    export_run(ds, ds.label_map, good, str(dst), source="p.json")
+    before = {p.relative_to(dst): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    assert len(before) == 3 + 2
+    with pytest.raises(DatasetError, match="image_id 999"):
+        export_run(ds, ds.label_map, bad, str(dst), source="p.json")
+    assert {p.relative_to(dst): p.read_bytes() for p in dst.rglob("*") if p.is_file()} == before
+    export_run(list(ds)[:1], ds.label_map, [good[0]], str(dst), source="p.json")  # a new export replaces it all
+    assert len(list((dst / "data").iterdir())) == 1
+    assert len(json.loads((dst / "predictions.json").read_text())["annotations"]) == 1

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from synthgap.data.groceries_real import GroceriesRealDataset
-from synthgap.data.splits import DatasetSplit, default_split, open_split, train_val_indices
+from synthgap.data.splits import (DatasetSplit, default_split, group_keys, open_split, seeded_order, seeded_split,
+                                  train_val_indices)
 
 from tests.data.test_groceries_real import make_groceries
 
@@ -71,3 +72,196 @@ def test_groceries_real_reads_its_split_files_by_role(tmp_path):
     assert len(open_split(root, "all", role="test")) == 5
     with pytest.raises(ValueError, match="unknown split 'nope'"):
         open_split(root, "nope")
+
+
+# ---------------------------------------------------------------------------------------------
+# one seeded split helper: the study's draws are `seeded_split`, with the same images as before
+
+
+def _old_holdout_split(n, fraction, seed):
+    """study.runner.holdout_split as of 34529bf (frozen here: the study's numbers must not change)."""
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    k = min(n - 1, max(1, int(round(fraction * n))))
+    return sorted(order[k:]), sorted(order[:k])
+
+
+def _old_real_subset(n, fraction, seed):
+    """The images study.runner.real_subset wrote as of 34529bf."""
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[:max(1, int(round(fraction * n)))].tolist())
+
+
+def test_the_study_draws_are_the_seeded_split_with_the_same_images_as_before():
+    from synthgap.study import holdout_split
+
+    for n in (2, 3, 10, 37, 101, 760):
+        for fraction in (0.05, 0.1, 0.5, 0.9):
+            for seed in (0, 1, 47):
+                assert holdout_split(n, fraction, seed, "x") == _old_holdout_split(n, fraction, seed)
+                k = max(1, int(round(fraction * n)))
+                assert seeded_split(n, k, seed).taken.tolist() == _old_real_subset(n, fraction, seed)
+    with pytest.raises(ValueError, match="at least 2"):
+        holdout_split(1, 0.1, 0, "x")
+
+
+def test_the_study_real_subset_writes_the_same_images_as_before(tmp_path):
+    from synthgap.study import StudyConfig, StudyData, real_subset
+    from synthgap.data import open_dataset
+
+    path = make_coco(tmp_path / "real" / "annotations.json", 40)
+    cfg = StudyConfig(datasets=StudyData(real_train=path, real_val=path, real_test=path), subset_seed=5)
+    for fraction in (0.1, 0.5, 1.0):
+        written = [s.image_id for s in open_dataset(real_subset(cfg, fraction, str(tmp_path / "out")), "coco")]
+        assert written == [101 + i for i in _old_real_subset(40, fraction, 5)], fraction
+
+
+def test_seeded_split_orders_and_counts():
+    assert seeded_order(10, 3).tolist() == np.random.default_rng(3).permutation(10).tolist()
+    assert seeded_order(10, 3, legacy=True).tolist() == np.random.RandomState(3).permutation(10).tolist()
+    d = seeded_split(10, 4, 3)
+    assert d.taken.tolist() == sorted(seeded_order(10, 3)[:4].tolist()) and len(d.rest) == 6
+    assert (d.groups, d.groups_taken, d.fraction) == (10, 4, 0.4)
+    with pytest.raises(ValueError, match="cannot take 11 of 10"):
+        seeded_split(10, 11, 0)
+    with pytest.raises(ValueError, match="whole number"):
+        seeded_split(10, 2.5, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# group-aware splits
+
+VIDEOS = ["IMG_1866"] * 25 + ["IMG_1867"] * 9 + ["IMG_1868"] * 3  # the shelf photos' videos
+
+
+def test_singleton_groups_give_the_ungrouped_split():
+    for n in (1, 2, 9, 10, 37, 300):
+        for fraction, seed in ((0.1, 47), (0.2, 0), (0.5, 3)):
+            plain = train_val_indices(n, fraction, seed)
+            grouped = train_val_indices(n, fraction, seed, groups=[f"g{i}" for i in range(n)])
+            assert [a.tolist() for a in plain] == [b.tolist() for b in grouped], (n, fraction, seed)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_group_split_keeps_groups_whole_and_comes_as_close_as_whole_groups_allow(monkeypatch, exact):
+    """Both paths (the exact subset sum and the greedy one for many groups) on the shelves' 25 / 9 / 3."""
+    from synthgap.data import splits
+
+    monkeypatch.setattr(splits, "EXACT_CELLS", splits.EXACT_CELLS if exact else 0)
+    rng = np.random.default_rng(0)
+    keys = list(rng.permutation(VIDEOS))  # groups need not be contiguous
+    for count, want in ((3.7, 3), (7.4, 9), (11.1, 12), (30.0, 28), (34.0, 34)):
+        for seed in range(4):
+            d = seeded_split(37, count, seed, groups=keys)
+            taken = {keys[i] for i in d.taken}
+            assert not taken & {keys[i] for i in d.rest}, "a group on both sides"
+            assert len(d.taken) == want and d.fraction == want / 37 and d.groups == 3
+            assert d.groups_taken == len(taken)
+    # every group larger than twice the share: still one group each side
+    d = seeded_split(37, 0.5, 0, groups=keys)
+    assert len(d.taken) == 3 and len(d.rest) == 34
+
+
+def test_group_split_exact_path_is_optimal_and_the_seed_chooses_among_ties():
+    import itertools
+
+    rng = np.random.default_rng(1)
+    for case in range(60):
+        sizes = rng.integers(1, 20, rng.integers(2, 8))
+        keys = np.repeat(np.arange(len(sizes)), sizes).tolist()
+        n = len(keys)
+        count = float(rng.uniform(0.5, n - 0.5))
+        best = min(abs(sum(c) - count) for r in range(1, len(sizes)) for c in itertools.combinations(sizes, r))
+        d = seeded_split(n, count, case, groups=keys)
+        assert abs(len(d.taken) - count) == pytest.approx(best), (sizes, count)
+    ten = [i // 3 for i in range(30)]  # 10 groups of 3: many ways to take 9 images
+    draws = {tuple(seeded_split(30, 9, seed, groups=ten).taken.tolist()) for seed in range(8)}
+    assert len(draws) > 4 and all(len(d) == 9 for d in draws)
+    assert seeded_split(30, 9, 2, groups=ten).taken.tolist() == seeded_split(30, 9, 2, groups=ten).taken.tolist()
+
+
+def _samples(names, metadata=None):
+    from synthgap.data import Sample
+
+    return [Sample(image=name, width=4, height=4, boxes=np.zeros((0, 4)), labels=[], image_id=i,
+                   metadata=(metadata or [{}] * len(names))[i]) for i, name in enumerate(names)]
+
+
+def test_group_keys_from_a_regex_a_folder_or_a_metadata_field():
+    from synthgap.errors import ConfigError, DatasetError
+
+    names = ["/d/a/IMG_1866_chips_frame_00065.jpg", "/d/a/IMG_1867_chips_frame_00000.jpg",
+             "gs://b/x/IMG_1866_chips_frame_00099.jpg", r"C:\data\s2\f.png"]
+    assert group_keys(_samples(names[:3]), r"regex:^(IMG_\d+)_") == ["IMG_1866", "IMG_1867", "IMG_1866"]
+    assert group_keys(_samples(names[:3]), r"regex:_frame_\d{3}") == ["_frame_000"] * 3  # no group: the match
+    assert group_keys(_samples(names), "folder") == ["/d/a", "/d/a", "gs://b/x", r"C:\data\s2"]
+    meta = [{"sequence": 4, "step": 0}, {"sequence": 4, "step": 1}, {"sequence": 5, "step": 0}]
+    assert group_keys(_samples(names[:3], meta), "field:sequence") == ["4", "4", "5"]
+    with pytest.raises(DatasetError, match=r"f.png: record 3: field 'image': file name 'f.png' does not match"):
+        group_keys(_samples(names), r"regex:^(IMG_\d+)_")
+    with pytest.raises(DatasetError, match=r"record 0: field 'metadata.session': no metadata field 'session' "
+                                           r"to group by \(it has: sequence, step\)"):
+        group_keys(_samples(names[:3], meta), "field:session")
+    for bad in ("video", "regex:", "field:", "regex:(IMG"):
+        with pytest.raises(ConfigError, match="group_by"):
+            group_keys(_samples(names[:1]), bad)
+
+
+def _coco_of_names(path, names):
+    """A COCO file of images named ``names`` (not on disk), ids 101..., one box each."""
+    images = [{"id": 101 + i, "file_name": name, "width": 40, "height": 30} for i, name in enumerate(names)]
+    anns = [{"id": i + 1, "image_id": 101 + i, "category_id": 1, "bbox": [1, 2, 5, 6], "area": 30, "iscrowd": 0}
+            for i in range(len(names))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "thing"}]}))
+    return str(path)
+
+
+def test_open_split_by_group_keeps_each_video_on_one_side(tmp_path):
+    from synthgap.errors import ConfigError
+
+    names = [f"{v}_chips_frame_{i:05d}.jpg" for i, v in enumerate(VIDEOS)]
+    path = _coco_of_names(tmp_path / "c" / "annotations.json", names)
+    spec = r"regex:^(IMG_\d+)_"
+    train = open_split(path, "train", group_by=spec, val_fraction=0.2)
+    val = open_split(path, "val", group_by=spec, val_fraction=0.2)
+    video = {101 + i: v for i, v in enumerate(VIDEOS)}
+    assert {video[s.image_id] for s in val} == {"IMG_1867"} and len(val) == 9 and len(train) == 28
+    assert not {video[s.image_id] for s in train} & {video[s.image_id] for s in val}
+    assert val.description == (r"split 'val': 9 of 37 images in 1 of 3 groups (regex:^(IMG_\d+)_; val asked 20%, "
+                               "got 24.3%; seed 47)")
+    assert train.description.startswith("split 'train': 28 of 37 images in 2 of 3 groups")
+    plain = open_split(path, "val", val_fraction=0.2)  # the random split mixes the videos
+    assert len(plain) == 8 and len({video[s.image_id] for s in plain}) > 1
+    assert len(open_split(path, "all", group_by=spec)) == 37
+    one = _coco_of_names(tmp_path / "one" / "annotations.json", names[:25])
+    with pytest.raises(ConfigError, match="all 25 images in 1 group"):
+        open_split(one, "val", group_by=spec)
+    root = str(make_groceries(tmp_path / "v3"))
+    with pytest.raises(ConfigError, match="group_by .* applies to generated splits"):
+        open_split(root, "train", group_by="folder")
+
+
+def test_open_split_groups_the_real_shelf_photos_by_video(tmp_path):
+    from tests.helpers.shelves import VIDEO_REGEX, shelves_dataset
+
+    path = shelves_dataset(tmp_path)
+    for seed in (0, 1, 47):
+        train = open_split(path, "train", group_by=VIDEO_REGEX, seed=seed, val_fraction=0.25)
+        val = open_split(path, "val", group_by=VIDEO_REGEX, seed=seed, val_fraction=0.25)
+        video = lambda s: s.image.rsplit("/", 1)[-1][:8]
+        assert {video(s) for s in val} == {"IMG_1867"}  # 9 is nearest the asked 25 % of 37 (9.25)
+        assert not {video(s) for s in train} & {video(s) for s in val} and len(train) + len(val) == 37
+
+
+def test_training_reads_the_grouped_split_from_data_split_group_by(tmp_path):
+    """engine.train.load_data hands data.split_group_by (synthgap train --group-by) to open_split."""
+    from synthgap.config import apply_overrides, load_config
+    from synthgap.engine.train import load_data
+
+    names = [f"{v}_chips_frame_{i:05d}.jpg" for i, v in enumerate(VIDEOS)]
+    path = _coco_of_names(tmp_path / "c" / "annotations.json", names)
+    cfg = apply_overrides(load_config("cpu_small"), [f"data.train={path}", 'data.split_group_by="regex:^(IMG_\\\\d+)_"',
+                                                     "data.val_fraction=0.25"])
+    train, val, how = load_data(cfg, validating=True)
+    assert len(train) == 28 and len(val) == 9 and {s.image_id for s in val} == set(range(126, 135))
+    assert "9 of 37 images in 1 of 3 groups" in how

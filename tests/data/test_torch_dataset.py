@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -73,3 +75,41 @@ def test_load_image_is_torch_free():
     code = "import sys, synthgap.data.images, synthgap.data.coco, synthgap.data.solo, synthgap.data.perception, " \
            "synthgap.report.gallery; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def _truncated_set(tmp_path, n=5, bad=2):
+    samples = []
+    for i in range(n):
+        path = _image(tmp_path, name=f"img{i}.png")
+        if i == bad:  # cut in the middle of its pixel data: the header reads, the decode fails
+            data = Path(path).read_bytes()
+            Path(path).write_bytes(data[: len(data) // 2])
+        samples.append(Sample(image=path, width=40, height=20, boxes=[[1, 1, 5, 5]], labels=[1], image_id=i + 1))
+    return samples
+
+
+def test_skip_invalid_skips_and_counts_an_unreadable_image(tmp_path):
+    samples = _truncated_set(tmp_path)
+    with pytest.raises(DatasetError, match="img2.png.*cannot be decoded"):
+        TorchDetectionDataset(samples)[2]  # without skip_invalid: the error, naming the file
+    ds = TorchDetectionDataset(samples, skip_invalid=True)
+    assert len(ds.skipped_images()) == 0
+    ids = [int(ds[i][1]["image_id"]) for i in range(len(ds))]
+    assert ids == [1, 2, 4, 4, 5]  # the next readable image takes the broken one's place
+    report = ds.skipped_images()
+    assert len(report) == 1 and report.errors[0].file == samples[2].image
+    assert report.counts() == {"unreadable_image": 1}
+
+
+def test_skipped_images_are_counted_across_loader_workers(tmp_path):
+    ds = TorchDetectionDataset(_truncated_set(tmp_path), skip_invalid=True)
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, collate_fn=collate_detection)
+    ids = sorted(int(t["image_id"]) for _, targets in loader for t in targets)
+    assert ids == [1, 2, 4, 4, 5]
+    assert [e.file for e in ds.skipped_images().errors] == [ds.samples[2].image]  # seen by the parent process
+
+
+def test_skip_invalid_when_nothing_is_readable(tmp_path):
+    missing = Sample(image=str(tmp_path / "gone.png"), width=4, height=4, boxes=np.zeros((0, 4)), labels=[])
+    with pytest.raises(DatasetError, match="none of the 1 images can be read"):
+        TorchDetectionDataset([missing], skip_invalid=True)[0]

@@ -8,9 +8,10 @@ import torch
 from synthgap.generate.shapes import LABEL_MAP, make_coco
 from synthgap.models.checkpoint import make_checkpoint, save_checkpoint
 from synthgap.config import load_config
-from synthgap.errors import ConfigError, DatasetError
+from synthgap.errors import ConfigError, LabelMapError
 from synthgap.engine.evaluate import evaluate_checkpoint, load_trained_model
 from synthgap.models import build_model
+from tests.helpers.labels import PERMUTED, renumbered_coco
 
 TINY = ["model.min_size=64", "model.max_size=64", "model.box_score_thresh=0.0", "data.image_size=null"]
 
@@ -45,14 +46,51 @@ def test_data_test_from_the_config_and_the_files_written(checkpoint, tmp_path):
         evaluate_checkpoint(path, None, str(tmp_path / "none"), progress=False)
 
 
-def test_labels_unknown_to_the_model_are_refused(checkpoint, tmp_path):
+def test_a_test_set_numbering_the_classes_differently_is_scored_by_name(checkpoint, tmp_path):
+    """The same test set with its classes renumbered: predictions.json in the test set's ids, the same
+    metrics class by class (before: the checkpoint's ids were taken as the test set's, silently)."""
+    path, test_dir = checkpoint
+    other = renumbered_coco(test_dir, tmp_path / "renumbered")
+    a = evaluate_checkpoint(path, test_dir, str(tmp_path / "a"), progress=False)
+    b = evaluate_checkpoint(path, other, str(tmp_path / "b"), progress=False)
+    pa, pb = (json.loads((tmp_path / x / "predictions.json").read_text()) for x in "ab")
+    assert len(pa) == len(pb) > 0
+    assert [PERMUTED[d["category_id"]] for d in pa] == [d["category_id"] for d in pb]
+    assert a["alignment"].identity and b["alignment"].model_to_test == PERMUTED
+    for protocol in ("coco", "unity"):
+        ra, rb = a["results"][protocol], b["results"][protocol]
+        assert ra.stats == rb.stats
+        assert {d["name"]: d for d in ra.per_class.values()} == {d["name"]: d for d in rb.per_class.values()}
+    written = json.loads((tmp_path / "b" / "label_alignment.json").read_text())
+    assert written["model_to_test"] == {"1": 3, "2": 1, "3": 2} and "red 1->3" in written["log"]
+
+
+def test_test_classes_unknown_to_the_model_are_left_out_and_named(checkpoint, tmp_path):
     path, _ = checkpoint
-    other = make_coco(tmp_path / "other", 1, size=(64, 48))
+    other = make_coco(tmp_path / "other", 2, size=(64, 48), seed=3)
     coco = json.loads((tmp_path / "other" / "annotations.json").read_text())
     coco["categories"].append({"id": 9, "name": "violet"})  # a class the model does not know
+    coco["annotations"].append({**coco["annotations"][0], "id": 999, "category_id": 9})
     (tmp_path / "other" / "annotations.json").write_text(json.dumps(coco))
-    with pytest.raises(DatasetError, match=r"label ids \[9\] are unknown to the model"):
-        evaluate_checkpoint(path, other, str(tmp_path / "o"), progress=False)
+    done = evaluate_checkpoint(path, other, str(tmp_path / "o"), progress=False)
+    assert done["alignment"].test_only == (9,) and "violet (9)" in done["alignment"].log_line()
+    for result in done["results"].values():
+        assert 9 not in result.per_class and set(result.per_class) == {1, 2, 3}
+    coco["categories"] = [{"id": 9, "name": "violet"}]
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] == 9]
+    (tmp_path / "other" / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(LabelMapError, match="no class of the model"):
+        evaluate_checkpoint(path, other, str(tmp_path / "o2"), progress=False)
+
+
+def test_a_class_map_pairs_a_renamed_class(checkpoint, tmp_path):
+    path, test_dir = checkpoint
+    other = renumbered_coco(test_dir, tmp_path / "renamed", names={"red": "crimson"})
+    plain = evaluate_checkpoint(path, other, str(tmp_path / "plain"), progress=False)
+    assert plain["alignment"].model_only == (1,) and "red (1)" in plain["alignment"].log_line()
+    mapped = evaluate_checkpoint(path, other, str(tmp_path / "mapped"), progress=False, class_map=["red=crimson"])
+    assert mapped["alignment"].model_to_test == PERMUTED and mapped["left_out"] == 0
+    assert plain["left_out"] > 0 and plain["detections"] == mapped["detections"]
 
 
 def test_a_datasetinsights_model_in_torchvision_05_layout_loads_at_its_own_input_size(tmp_path):
@@ -102,3 +140,12 @@ def test_a_model_trained_on_pretrained_weights_loads_offline_in_its_layout(tmp_p
     assert isinstance(model.backbone.body["0"][1], FrozenBatchNorm2d)
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
     assert not (tmp_path / "empty_torch_home").exists()
+
+
+def test_ci_resamples_write_bootstrap_intervals_into_metrics_coco_json(checkpoint, tmp_path):
+    path, test_dir = checkpoint
+    evaluate_checkpoint(path, test_dir, str(tmp_path / "ci"), progress=False, ci_resamples=50, ci_seed=3)
+    coco = json.loads((tmp_path / "ci" / "metrics_coco.json").read_text())
+    assert coco["intervals"]["resamples"] == 50 and coco["intervals"]["seed"] == 3
+    assert set(coco["intervals"]["stats"]) == set(coco["stats"])
+    assert "intervals" not in json.loads((tmp_path / "ci" / "metrics_unity.json").read_text())

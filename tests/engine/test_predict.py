@@ -84,3 +84,22 @@ def test_predict_images_writes_drawn_images_and_predictions(tmp_path, model):
         for d in r["detections"]:  # in the pixels of each original image
             x, y, w, h = d["bbox"]
             assert x + w <= size[0] + 0.01 and y + h <= size[1] + 0.01 and d["label"] in LABEL_MAP.values()
+
+
+def test_predict_images_writes_a_test_sets_class_ids_when_given_its_alignment(tmp_path, model):
+    """Issue 23: with a test set (`synthgap predict --test-data`), category_id is the test set's id of the class
+    (matched by name), null for a class the test set lacks; label stays the model's class name."""
+    from synthgap.data.labels import align_label_maps
+
+    path = str(tmp_path / "im.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+    alignment = align_label_maps(LABEL_MAP, {7: "blue", 5: "red"})  # green: not in the test set
+    plain = predict_images(model, [path], str(tmp_path / "a"), torch.device("cpu"), label_map=LABEL_MAP,
+                           batch_size=1, score_thresh=0.0)[0]["detections"]
+    mapped = predict_images(model, [path], str(tmp_path / "b"), torch.device("cpu"), label_map=LABEL_MAP,
+                            batch_size=1, score_thresh=0.0, alignment=alignment)[0]["detections"]
+    assert {d["label"] for d in plain} == set(LABEL_MAP.values())  # every class appears, so every case is tested
+    want = {"red": 5, "green": None, "blue": 7}
+    assert [d["category_id"] for d in mapped] == [want[d["label"]] for d in plain]
+    assert [d["label"] for d in mapped] == [d["label"] for d in plain]
+    assert json.loads((tmp_path / "b" / "predictions.json").read_text())[0]["detections"] == mapped

@@ -1,5 +1,6 @@
 """The training loop, on tiny generated data (coloured rectangles, tests/shapes.py)."""
 
+import json
 import logging
 import math
 import os
@@ -18,7 +19,7 @@ from synthgap.io import storage
 from synthgap.models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from synthgap.config import load_config
 from synthgap.data.coco import CocoWriter
-from synthgap.errors import CheckpointError, ConfigError
+from synthgap.errors import CheckpointError, ConfigError, DatasetError
 from synthgap.models import build_model
 from synthgap.engine.train import train
 
@@ -243,13 +244,13 @@ def _batch(*pairs):
 
 
 def _one_epoch(batches, accumulation_steps):
-    from synthgap.engine.train import train_one_epoch
+    from synthgap.engine.train import StepSettings, train_one_epoch
 
     model = _Line()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     stats = train_one_epoch(model, optimizer, scheduler, batches, torch.device("cpu"), 0,
-                            accumulation_steps=accumulation_steps)
+                            StepSettings(accumulation_steps=accumulation_steps))
     return model.w.item(), stats, scheduler.last_epoch
 
 
@@ -267,7 +268,8 @@ def test_train_one_epoch_accumulates_gradients_over_a_window():
 
 def test_train_one_epoch_stops_on_a_non_finite_loss():
     batches = [_batch((1.0, 2.0)), _batch((1.0, float("nan")))]
-    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1 batch 1: \{'loss': nan\}"):
+    with pytest.raises(FloatingPointError, match=r"diverged at step 2 \(epoch 1, batch 1\): the loss is nan "
+                                                 r"\(\{'loss': nan\}\)"):
         _one_epoch(batches, accumulation_steps=1)
 
 
@@ -361,3 +363,219 @@ def test_learning_rate_schedules():
     assert cosine[-1] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 19 / 20))))
     with pytest.raises(ConfigError, match="optimizer.lr_schedule"):
         load_config("cpu_small", ["optimizer.lr_schedule=linear"])
+
+
+# ---------------------------------------------------------------------------------------------
+# hardening round 3 (issue 23) and the loop's leftovers (issue 20 §5)
+
+ONE_STEP = TINY + ["train.max_steps_per_epoch=1"]
+
+
+def _listing(folder):
+    """{name: (size, mtime_ns)} of a folder: to show that a refused command left it untouched."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir()}
+
+
+def _no_boxes(root, n=4):
+    """A COCO dataset of ``n`` images without a single box (the classes are declared)."""
+    from synthgap.data import Sample
+
+    (Path(root) / "images").mkdir(parents=True)
+    samples = make_samples(Path(root) / "images", n, size=(64, 64))
+    with CocoWriter(str(root), LABEL_MAP) as w:
+        for s in samples:
+            w.add(Sample(image=s.image, width=s.width, height=s.height, boxes=[], labels=[], image_id=s.image_id))
+    return str(root)
+
+
+def test_the_loop_reads_top_to_bottom_and_one_epoch_takes_its_settings_as_one_object():
+    """issue 20 §5: train() was 123 lines, train_one_epoch took 14 parameters. The step's settings are one
+    frozen dataclass now, built from the config by `StepSettings.of`."""
+    import dataclasses
+    import inspect
+
+    from synthgap.engine.train import StepSettings, train_one_epoch
+
+    body = inspect.getsource(train).splitlines()
+    assert len(body) <= 100, len(body)
+    assert len(inspect.signature(train_one_epoch).parameters) <= 11
+    cfg = load_config("cpu_small", ["train.accumulation_steps=2", "train.max_steps_per_epoch=3", "train.amp=bf16"])
+    settings = StepSettings.of(cfg.train, batches=10, progress=False)
+    assert (settings.n_batches, settings.steps_per_epoch, settings.accumulation_steps) == (3, 2, 2)
+    assert settings.amp_dtype is torch.bfloat16 and settings.log_every == cfg.train.log_every
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.n_batches = 4
+
+
+def test_a_second_run_into_a_used_folder_is_refused_unless_resumed_or_overwritten(data, tmp_path):
+    """issue 23: a second, different run into a used checkpoint folder mixed runs (`last` and `ep1` from the new
+    one, `ep2`/`ep3` from the old). Now it is refused before anything is read or written; `overwrite=True`
+    removes the old run's files first; `resume=True` continues the same run."""
+    train_dir, _ = data
+    ck = tmp_path / "ck"
+    train(load_config("cpu_small", ONE_STEP + ["train.epochs=3"]), train_data=train_dir, checkpoint_dir=str(ck),
+          no_val=True, progress=False)
+    before = _listing(ck)
+    assert set(before) == {"FasterRCNN.ep1.estimator", "FasterRCNN.ep2.estimator", "FasterRCNN.ep3.estimator",
+                           "FasterRCNN.last.estimator", "config.yaml"}
+    other = load_config("cpu_small", ONE_STEP + ["train.epochs=1", "train.seed=3"])
+    with pytest.raises(CheckpointError, match=rf"{ck} holds the checkpoints of another run \(FasterRCNN.last.estimator: "
+                                              r"epoch 3 .*\): continue it with --resume, or pass --overwrite"):
+        train(other, train_data=train_dir, checkpoint_dir=str(ck), no_val=True, progress=False)
+    assert _listing(ck) == before
+    train(other, train_data=train_dir, checkpoint_dir=str(ck), no_val=True, overwrite=True, progress=False)
+    assert set(os.listdir(ck)) == {"FasterRCNN.ep1.estimator", "FasterRCNN.last.estimator", "config.yaml"}
+    assert load_config(str(ck / "config.yaml")).train.seed == 3
+    with pytest.raises(ConfigError, match="--overwrite and --resume"):
+        train(other, train_data=train_dir, checkpoint_dir=str(ck), resume=True, overwrite=True, progress=False)
+
+
+def test_a_training_set_without_boxes_is_refused(data, tmp_path, caplog):
+    """issue 23: training on images without any box exited 0 (and with validation picked a "best" at AP -1).
+    Validation data without boxes trains, says that its AP is undefined, and writes no best."""
+    empty = _no_boxes(tmp_path / "empty")
+    with pytest.raises(DatasetError, match=r"empty: the training data .*has no boxes"):
+        train(load_config("cpu_small", ONE_STEP), train_data=empty, checkpoint_dir=str(tmp_path / "ck"),
+              no_val=True, progress=False)
+    assert not (tmp_path / "ck").exists() or not os.listdir(tmp_path / "ck")
+    train_dir, _ = data
+    with caplog.at_level(logging.INFO, logger="synthgap.engine.train"):
+        summary = train(load_config("cpu_small", ONE_STEP + ["train.epochs=2"]), train_data=train_dir,
+                        val_data=empty, checkpoint_dir=str(tmp_path / "ck"), progress=False)
+    assert "empty: the validation data (all 4 images) has no boxes of the training classes: its AP is undefined" \
+        in caplog.text
+    assert summary["metrics"]["AP"] == -1.0 and summary["best_ap"] is None and "best_epoch" not in summary
+    assert not (tmp_path / "ck" / "FasterRCNN.best.estimator").exists()
+
+
+def test_an_undefined_metric_is_never_recorded_as_a_best(tmp_path):
+    """COCO's -1 ("no ground truth") and NaN are not an AP: no best checkpoint, best AP unchanged."""
+    from synthgap.config import Config
+    from synthgap.engine.train import save_epoch_checkpoints
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    common = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=None, step=1, cfg=Config(),
+                  label_map=LABEL_MAP)
+    for ap in (-1.0, float("nan")):
+        assert save_epoch_checkpoints(str(tmp_path), 1, metrics={"AP": ap}, best_ap=-math.inf, **common) == -math.inf
+        assert not (tmp_path / "FasterRCNN.best.estimator").exists()
+    assert save_epoch_checkpoints(str(tmp_path), 2, metrics={"AP": 0.0}, best_ap=-math.inf, **common) == 0.0
+    assert load_checkpoint(str(tmp_path / "FasterRCNN.best.estimator"))["epoch"] == 2
+
+
+def test_label_id_zero_or_no_classes_is_a_dataset_error_naming_the_file(tmp_path):
+    """issue 23: both were a bare ValueError (a traceback from the CLI)."""
+    from synthgap.errors import DatasetError
+
+    samples = make_samples(tmp_path, 2, size=(64, 64))
+    with CocoWriter(str(tmp_path / "zero"), {0: "thing", 1: "red", 2: "green", 3: "blue"}) as w:
+        for s in samples:
+            w.add(s)
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "annotations.json").write_text(json.dumps({  # images, no categories, no annotations
+        "images": [{"id": s.image_id, "file_name": s.image, "width": 64, "height": 64} for s in samples],
+        "annotations": [], "categories": []}))
+    for name, message in (("zero", "label id 0 .*reserves label 0 for the background"),
+                          ("none", "the training data declares no classes")):
+        with pytest.raises(DatasetError, match=rf"{tmp_path / name}: field 'categories': {message}"):
+            train(load_config("cpu_small"), train_data=str(tmp_path / name), checkpoint_dir=str(tmp_path / "ck"))
+
+
+def test_the_loss_guard_stops_an_exploding_run_naming_the_step():
+    """Exploding = above `DIVERGENCE_FACTOR` x the median of the run's first `EARLY_BATCHES` batch losses; a
+    non-finite loss stops at once. Both name the optimizer step, epoch and batch."""
+    from synthgap.engine.train import LossGuard
+    from synthgap.errors import TrainingError
+
+    guard = LossGuard(factor=100.0, window=3)
+    # batch 2: 250 is not above 100 x 2.5 (the median so far); from batch 3 on the reference is fixed
+    for i, loss in enumerate([2.0, 3.0, 250.0, 1.0, 299.0]):
+        guard.check(loss, step=i + 1, epoch=0, batch=i)
+    assert guard.reference == 3.0  # the median of the first three: 2, 3, 250
+    with pytest.raises(TrainingError, match=r"step 7 \(epoch 2, batch 1\): the loss 301 is more than 100x the "
+                                            r"run's early loss 3 \(the median of its first 3 batches\)"):
+        guard.check(301.0, step=7, epoch=1, batch=1)
+    with pytest.raises(FloatingPointError, match="step 8 .*: the loss is nan"):  # TrainingError is one too
+        LossGuard().check(float("nan"), step=8, epoch=1, batch=2)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_diverging_run_stops_and_keeps_no_diverged_checkpoint(data, tmp_path, optimizer):
+    """issue 23: `optimizer.name=sgd optimizer.lr=10 optimizer.warmup_steps=0` raised FloatingPointError in epoch
+    2 after saving epoch 1 (loss 5.9e23) as "best"; with AdamW the loss reached 4.5e11 and the run exited 0. Here
+    the loss jumps from 3 to 6e3 (sgd) / 2e8 (adamw) at the second step."""
+    from synthgap.errors import TrainingError
+
+    train_dir, val_dir = data
+    cfg = load_config("cpu_small", TINY + ["train.batch_size=2", "train.epochs=3", f"optimizer.name={optimizer}",
+                                           f"optimizer.lr={10 if optimizer == 'sgd' else 1}"])
+    with pytest.raises(TrainingError, match=r"training diverged at step 2 \(epoch 1, batch 1\): the loss .* is more "
+                                            r"than 100x the run's early loss"):
+        train(cfg, train_data=train_dir, val_data=val_dir, checkpoint_dir=str(tmp_path / "ck"), progress=False)
+    assert not list((tmp_path / "ck").glob("*.estimator"))  # nothing of the diverged epoch, no "best"
+
+
+def test_resume_refuses_a_changed_model_or_optimizer_without_touching_the_folder(data, tmp_path):
+    """issue 23: a changed architecture or widths raised RuntimeError from load_state_dict, a changed optimizer
+    KeyError 'momentum' after config.yaml had been rewritten. The config is compared first."""
+    train_dir, _ = data
+    ck = tmp_path / "ck"
+    cfg = load_config("cpu_small", ONE_STEP + ["train.epochs=1", "optimizer.name=adamw"])
+    train(cfg, train_data=train_dir, checkpoint_dir=str(ck), no_val=True, progress=False)
+    before = _listing(ck)
+    more = ["train.epochs=2"]
+    for change, key in ((["model.backbone_widths=[16,32,64,64]"], "model.backbone_widths"),
+                        (["model.name=fasterrcnn_mobilenet_v3_large_320_fpn"], "model.name"),
+                        (["optimizer.name=sgd"], "optimizer.name"), (["train.batch_size=2"], "train.batch_size")):
+        changed = load_config("cpu_small", ONE_STEP + ["optimizer.name=adamw"] + more + change)
+        with pytest.raises(CheckpointError, match=rf"FasterRCNN.last.estimator: cannot resume: .*{key}"):
+            train(changed, train_data=train_dir, checkpoint_dir=str(ck), no_val=True, resume=True, progress=False)
+        assert _listing(ck) == before
+    # a damaged last checkpoint is refused too (it resumed silently)
+    from tests.models.test_checkpoint import _damage
+
+    _damage(ck / "FasterRCNN.last.estimator", (ck / "FasterRCNN.last.estimator").stat().st_size // 2)
+    with pytest.raises(CheckpointError, match="FasterRCNN.last.estimator: the file is damaged"):
+        train(load_config("cpu_small", ONE_STEP + ["optimizer.name=adamw"] + more), train_data=train_dir,
+              checkpoint_dir=str(ck), no_val=True, resume=True, progress=False)
+
+
+def test_resume_takes_resumable_changes_and_logs_them(data, tmp_path, caplog):
+    """`train.epochs` (and the other keys of `RESUMABLE_KEYS`) may change on resume; the log says so."""
+    from synthgap.engine.train import RESUMABLE_KEYS
+
+    train_dir, val_dir = data
+    ck = tmp_path / "ck"
+    cfg = load_config("cpu_small", ONE_STEP + ["train.epochs=1"])
+    train(cfg, train_data=train_dir, val_data=val_dir, checkpoint_dir=str(ck), progress=False)
+    assert "train.epochs" in RESUMABLE_KEYS and "train.batch_size" not in RESUMABLE_KEYS
+    with caplog.at_level(logging.INFO, logger="synthgap.engine.train"):
+        summary = train(load_config("cpu_small", ONE_STEP + ["train.epochs=2"]), train_data=train_dir,
+                        val_data=val_dir, checkpoint_dir=str(ck), resume=True, progress=False)
+    assert "resuming with train.epochs 1 -> 2" in caplog.text
+    assert summary["epochs"] == 2 and load_checkpoint(str(ck / "FasterRCNN.last.estimator"))["epoch"] == 2
+    assert load_config(str(ck / "config.yaml")).train.epochs == 2
+    # the validation data is part of the run: another one is refused (the best AP was measured on the first)
+    with pytest.raises(CheckpointError, match=r"cannot resume: .*data.val"):
+        train(load_config("cpu_small", ONE_STEP + ["train.epochs=3"]), train_data=train_dir, val_data=train_dir,
+              checkpoint_dir=str(ck), resume=True, progress=False)
+
+
+def test_validation_data_numbering_the_classes_differently_is_matched_by_name(tmp_path, caplog):
+    """Issue 23: `train --val-data` with the training classes in another id order was scored by id, so the
+    best checkpoint was chosen on the wrong mapping; the validation ground truth now comes in the training
+    label map's ids (synthgap.data.labels), and the log says how the classes were matched."""
+    from synthgap.data import open_dataset
+    from synthgap.engine.train import load_data
+    from tests.helpers.labels import renumbered_coco
+
+    train_dir = make_coco(tmp_path / "train", 2, size=(64, 48), seed=1)
+    val_dir = make_coco(tmp_path / "val", 3, size=(64, 48), seed=2)
+    renumbered = renumbered_coco(val_dir, tmp_path / "val_renumbered")
+    cfg = load_config("cpu_small", [f"data.train={train_dir}", f"data.val={renumbered}"])
+    with caplog.at_level(logging.INFO, logger="synthgap.engine.train"):
+        _, samples, _ = load_data(cfg, validating=True)
+    assert [s.labels.tolist() for s in samples] == [s.labels.tolist() for s in open_dataset(val_dir)]
+    assert any(s.labels.tolist() for s in samples) and "red 1->3" in caplog.text

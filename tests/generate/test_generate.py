@@ -176,3 +176,105 @@ def test_shards_of_another_plan_are_refused_in_one_folder(tmp_path):
         generate(out, 4, format="solo", seed=7, shard=(1, 3), **SMALL)
     generate(out, 4, format="solo", seed=7, shard=(1, 2), **SMALL)
     assert len(open_dataset(out)) == 4
+
+
+# ------------------------------------------------ shards in one folder, --force of one shard (issue 23)
+
+@pytest.mark.parametrize("format", ["solo", "perception", "coco"])
+def test_shards_into_one_folder_give_the_unsharded_dataset_and_force_replaces_only_its_shard(tmp_path, format):
+    frames, args = 8, dict(format=format, seed=7, **SMALL)
+    generate(str(tmp_path / "all"), frames, **args)
+    out = str(tmp_path / "same")
+    first = generate(out, frames, shard=(0, 2), **args)
+    assert first["shards_done"] == [0] and first["dataset_frames"] == 4
+    assert len(open_dataset(out)) == 4  # a partial dataset until the other shard is done, but a consistent one
+    assert generate(out, frames, shard=(1, 2), **args)["dataset_frames"] == frames
+
+    def dataset(root):
+        if format == "perception":  # chunk files are named by their first frame: same frames, another split
+            return sorted((os.path.basename(s.image), s.boxes.tolist(), s.labels.tolist()) for s in open_dataset(root))
+        return {k: v for k, v in tree_hashes(root).items() if not k.startswith("generator")}
+
+    whole = dataset(str(tmp_path / "all"))
+    assert dataset(out) == whole and len(open_dataset(out)) == frames
+    # a failed shard 1 (its images lost) is repaired by re-running that shard alone with --force
+    images = [p for p in tree_hashes(out) if p.startswith(("images/frame_000001", "images/frame_000003",
+                                                            "sequence.1/", "sequence.3/", "RGB"))]
+    for rel in images:
+        if format != "perception" or rel.endswith(("rgb_1.png", "rgb_3.png")):
+            os.remove(os.path.join(out, rel))
+    redo = generate(out, frames, shard=(1, 2), replace_out=True, **args)
+    assert redo["shards_done"] == [0, 1]
+    assert dataset(out) == whole  # shard 0's frames were kept
+    assert read_frame_stats(out) == read_frame_stats(str(tmp_path / "all"))
+
+
+def test_force_on_a_shard_empties_a_folder_of_another_plan(tmp_path):
+    out = str(tmp_path / "d")
+    generate(out, 6, format="coco", seed=1, **SMALL)
+    (tmp_path / "d" / "notes.txt").write_text("from before")
+    with pytest.raises(ValueError, match="another generate plan"):
+        generate(out, 6, format="coco", seed=2, shard=(0, 2), **SMALL)
+    generate(out, 6, format="coco", seed=2, shard=(0, 2), replace_out=True, **SMALL)
+    assert sorted(os.listdir(tmp_path / "d" / "generator")) == [
+        "coco.shard-0-of-2.json", "frames.shard-0-of-2.jsonl", "generation.shard-0-of-2.json"]
+    assert not (tmp_path / "d" / "notes.txt").exists()
+    assert sorted(s.image_id for s in open_dataset(out)) == [0, 2, 4]
+    generate(out, 6, format="coco", seed=2, shard=(1, 2), **SMALL)
+    fresh = str(tmp_path / "fresh")
+    generate(fresh, 6, format="coco", seed=2, **SMALL)
+    assert (tmp_path / "d" / "annotations.json").read_bytes() == (tmp_path / "fresh" / "annotations.json").read_bytes()
+
+
+def test_a_shard_finishing_while_another_merges_waits_for_it(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "d"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom synthgap.io import locks\n"
+        "with locks.lock_folder(sys.argv[1], 'merging', key='merge'):\n"
+        "    print('locked', flush=True); time.sleep(1.5)"), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        summary = generate(str(out), 4, format="coco", seed=2, shard=(0, 2), **SMALL)
+        assert summary["shards_done"] == [0] and len(open_dataset(str(out))) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_coco_shards_running_at_the_same_time_give_every_frame(tmp_path):
+    import subprocess
+    import sys
+
+    out = str(tmp_path / "d")
+    runs = [subprocess.Popen([sys.executable, "-m", "synthgap", "generate", "--out", out, "--frames", "12", "--format",
+                              "coco", "--width", "96", "--height", "64", "--objects-per-frame", "3-5", "--seed", "3",
+                              "--shard", f"{i}/3", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True) for i in range(3)]
+    for r in runs:
+        assert r.wait(timeout=120) == 0, r.stdout.read()
+    generate(str(tmp_path / "all"), 12, format="coco", seed=3, width=96, height=64, objects_per_frame=(3, 5),
+             progress=False)
+    assert (tmp_path / "d" / "annotations.json").read_bytes() == (tmp_path / "all" / "annotations.json").read_bytes()
+
+
+def test_huge_frames_are_refused_before_any_memory_is_taken(tmp_path, ):
+    from synthgap.errors import SynthgapError
+    from synthgap.generate import generate_paste
+    from synthgap.generate.assets import catalog_from_samples
+    from tests.helpers.cutouts import cutout_samples
+
+    for gen, extra in ((generate, {}), (generate_paste, {"catalog": None})):
+        kwargs = dict(width=50000, height=50000, progress=False)
+        if extra:
+            kwargs["catalog"] = catalog_from_samples(*cutout_samples(tmp_path / "packs", n=1))
+        with pytest.raises(SynthgapError, match="50000x50000 px is too large.*8192 px a side"):
+            gen(str(tmp_path / "x"), 1, **kwargs)
+    with pytest.raises(SynthgapError, match="too large"):
+        Renderer(CLASSES, width=8192, height=4096)  # each side is fine, the area is not
+    with pytest.raises(SynthgapError, match="at least 16x16"):
+        Renderer(CLASSES, width=8, height=64)
+    assert not (tmp_path / "x").exists()

@@ -48,14 +48,17 @@ def _wait_port(user_data: str, proc: subprocess.Popen, timeout: float = 30.0) ->
     raise TimeoutError("chromium did not open its DevTools port")
 
 
-def load_page(url: str, tmp_dir: str, expressions: dict[str, str] | None = None, timeout: float = 60.0) -> PageLoad:
-    """Open ``url`` in a fresh headless Chromium and return what happened while it loaded."""
+def load_page(url: str, tmp_dir: str, expressions: dict[str, str] | None = None, timeout: float = 60.0,
+              window_size: tuple[int, int] | None = None) -> PageLoad:
+    """Open ``url`` in a fresh headless Chromium and return what happened while it loaded (``window_size``:
+    (width, height) CSS pixels of the window, e.g. (1280, 900) to check the layout at that width)."""
     import websocket  # websocket-client (test extra)
 
     user_data = os.path.join(tmp_dir, "chromium-profile")
-    proc = subprocess.Popen([chromium_binary(), *FLAGS, f"--user-data-dir={user_data}", "--remote-debugging-port=0",
-                             "--remote-allow-origins=*", "about:blank"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    size = [f"--window-size={window_size[0]},{window_size[1]}"] if window_size else []
+    proc = subprocess.Popen([chromium_binary(), *FLAGS, *size, f"--user-data-dir={user_data}",
+                             "--remote-debugging-port=0", "--remote-allow-origins=*", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     out = PageLoad()
     try:
         port = _wait_port(user_data, proc)

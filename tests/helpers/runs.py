@@ -57,3 +57,31 @@ def make_run(run_dir: str, test_data: str, keep: float, seed: int, name: str | N
         storage.write_json(storage.join(run_dir, "run.json"), {"name": name or os.path.basename(run_dir),
                                                                 "test_data": test_data, "tb_log_dir": "tb"})
     return run_dir
+
+
+def finish_cell(out: str, cell: str, seed: int, test_data: str, *, target: float | None, own: float,
+                images: int = 4, keep: float = 0.5, prediction_seed: int | None = None) -> str:
+    """A finished study cell x seed under ``out`` (nothing trains): a run folder as `make_run` writes it
+    (predictions made from ``test_data``'s ground truth, ``keep`` of the boxes found) with the study's
+    run.json fields, and its metrics.json with target COCO AP50 ``target`` (None: the run's own metrics,
+    those of its predictions) and in-domain AP50 ``own``. ``prediction_seed``: the fake detector's random
+    stream (default ``seed``; two arms of one seed with the same stream make the same draws)."""
+    import json
+
+    from synthgap.study import NOT_LEARNED, cell_dir
+
+    folder = cell_dir(str(out), cell, seed)
+    make_run(folder, test_data, keep=keep, seed=seed if prediction_seed is None else prediction_seed,
+             name=f"{cell} seed{seed}")
+    run = json.loads(open(os.path.join(folder, "run.json")).read())
+    run.update({"in_domain coco AP50": own, "learned": own >= 0.2,
+                "warning": None if own >= 0.2 else f"{NOT_LEARNED} (in-domain coco AP50 {own})"})
+    storage.write_json(os.path.join(folder, "run.json"), run)
+    if target is None:
+        metrics = {p: storage.read_json(os.path.join(folder, f"metrics_{p}.json"))["stats"] for p in ("coco", "unity")}
+    else:
+        metrics = {"coco": {"AP": target / 2, "AP50": target}, "unity": {"mAP": target / 3}}
+    storage.write_json(os.path.join(folder, "metrics.json"), {
+        "cell": cell, "kind": cell.split("-")[0], "seed": seed, "train_images": images, "metrics": metrics,
+        "in_domain": {"data": "x", "metrics": {"coco": {"AP": own / 2, "AP50": own}}}})
+    return folder

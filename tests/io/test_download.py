@@ -13,6 +13,7 @@ import threading
 import zipfile
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import fsspec
 import pytest
@@ -589,3 +590,46 @@ def test_a_second_download_into_the_same_folder_fails_naming_the_first(server, t
     assert (out / "ds/img/1.png").read_bytes() == PAYLOAD and sorted(os.listdir(out)) == ["ds"]
     assert not os.path.exists(locks.lock_path(str(out)))  # released: the next download runs
     assert dl.download(server.url + "/ds.zip", str(out), **FAST).files == ["ds/a.json", "ds/img/1.png"]
+
+
+# ---------------------------------------------------------------- the real photographs (GitHub archives)
+
+def test_the_shared_real_copies_match_the_packaged_manifests():
+    """The manifests were computed from ../shared/real; a change of either shows here."""
+    from synthgap.io.download import verify_manifest
+    from tests.helpers.real import shared_real
+
+    for name in ("grocery-store-shelves", "snacks-catalog"):
+        assert verify_manifest(str(shared_real(name)), name) == str(shared_real(name))
+
+
+def test_a_github_archive_is_verified_file_by_file(http_folder, tmp_path):
+    from synthgap.io.download import DATASETS, download_dataset
+    from tests.helpers.real import github_zip
+
+    www, base, requests = http_folder
+    github_zip("grocery-store-shelves", www / "shelves.zip")
+    assert DATASETS["grocery-store-shelves"].url.startswith("https://github.com/supervisely-ecosystem/")
+    result = download_dataset("grocery-store-shelves", str(tmp_path / "data"), source_uri=f"{base}/shelves.zip",
+                              progress=False)
+    root = Path(result.folder)
+    assert root.name == "grocery-store-shelves-abe7d311d2cf198b340907964db17c5529f69eb1"
+    assert len(list((root / "project" / "ds0" / "img").iterdir())) == 37
+    # a second call finds it intact and fetches nothing
+    n = len(requests)
+    assert download_dataset("grocery-store-shelves", str(tmp_path / "data"), source_uri=f"{base}/shelves.zip",
+                            progress=False).folder == str(root)
+    assert len(requests) == n
+
+
+def test_a_changed_or_missing_file_in_the_archive_is_refused_by_name(http_folder, tmp_path):
+    from synthgap.io.download import ChecksumError, download_dataset
+    from tests.helpers.real import github_zip
+
+    www, base, _ = http_folder
+    github_zip("snacks-catalog", www / "bad.zip", only=lambda rel: not rel.endswith("ds1/ann/MAT-1000591-PCE-EE.png.json"),
+               replace={"project/meta.json": b"{}"})
+    with pytest.raises(ChecksumError) as e:
+        download_dataset("snacks-catalog", str(tmp_path / "data"), source_uri=f"{base}/bad.zip", progress=False)
+    msg = str(e.value)
+    assert "1 of 169 files missing and 1 different" in msg and "different project/meta.json" in msg

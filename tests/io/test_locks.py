@@ -218,3 +218,24 @@ def test_convert_cleans_where_its_writers_put_files_and_exports_are_locked(tmp_p
     res = CliRunner().invoke(main, ["convert", str(src / "instances.json"), str(yolo), "--to", "yolo"])
     assert res.exit_code == 0, res.output
     assert sorted(os.listdir(yolo / "images" / "train")) == ["im1.png"]
+
+
+def test_a_symlink_to_a_locked_folder_is_the_same_lock(tmp_path):
+    """issue 23: `--checkpoint-dir ck` and `--checkpoint-dir link-to-ck` trained into one folder at once: the
+    lock is taken on the resolved path, so a second name for the folder (a symlink to it, or to its parent)
+    meets the first writer's lock."""
+    (tmp_path / "ck").mkdir()
+    os.symlink(tmp_path / "ck", tmp_path / "link-to-ck")
+    os.symlink(tmp_path, tmp_path / "link-to-parent")
+    assert locks.lock_path(str(tmp_path / "link-to-ck")) == locks.lock_path(str(tmp_path / "ck"))
+    proc = hold(tmp_path / "ck")
+    try:
+        for alias in ("link-to-ck", "link-to-parent/ck", "ck/../ck"):
+            with pytest.raises(locks.FolderLockedError, match=f"pid {proc.pid}"):
+                with locks.lock_folder(str(tmp_path / alias), "second writer"):
+                    pass
+    finally:
+        proc.kill()
+        proc.wait()
+    with locks.lock_folder(str(tmp_path / "link-to-ck"), "after"):  # the holder is gone: the alias locks
+        assert os.path.exists(locks.lock_path(str(tmp_path / "ck")))

@@ -22,7 +22,9 @@ TIDE_NAMES = {"cls": "Cls", "loc": "Loc", "both": "Both", "dupe": "Dupe", "bkg":
 def tide_oracle(gt_dict, dets, pos=0.5, bg=0.1, max_dets=100):
     """tidecv fed like its own COCO loader: every image registered (id order), crowd boxes as ignore
     regions of their class, detections in input order. Returns (run, {type: dAP}, {special: dAP}) with AP in
-    percent as tidecv computes them (its ``fix_main_errors`` / ``fix_special_errors``, one type at a time);
+    percent as tidecv computes them (its ``fix_main_errors`` / ``fix_special_errors``, one type at a time),
+    except FalseNeg: tidecv's own AP of its original data points with the false negatives taken out of the
+    box count (its fixed copy re-orders score ties: see `test_duplicated_detections_have_no_false_negative_gain`);
     run None when tidecv divides by zero on the original, a dAP None where it does on that fix."""
     tidecv = pytest.importorskip("tidecv", reason="the TIDE oracle: `make test-venv` installs tidecv")
     from tidecv.errors.main_errors import FalsePositiveError
@@ -53,9 +55,24 @@ def tide_oracle(gt_dict, dets, pos=0.5, bg=0.1, max_dets=100):
     for etype in tidecv.TIDE._error_types:
         m = fixed_map(condition=lambda err, etype=etype: isinstance(err, etype))
         main[etype.short_name] = None if m is None else max(m - run.ap, 0)  # as fix_main_errors
-    fp, fn = fixed_map(transform=FalsePositiveError.fix), fixed_map(false_neg_dict=run.false_negatives)
+    fp, fn = fixed_map(transform=FalsePositiveError.fix), false_negatives_removed(run)
     special = {"FalsePos": None if fp is None else fp - run.ap, "FalseNeg": None if fn is None else fn - run.ap}
     return run, main, special
+
+
+def false_negatives_removed(run):
+    """tidecv's mAP of ``run``'s data points in their original order, every false negative taken out of the
+    box count (None where no class is left: tidecv would divide by zero)."""
+    from tidecv.ap import APDataObject
+
+    aps = []
+    for k, obj in run.ap_data.objs.items():
+        fixed = APDataObject()
+        fixed.data_points = obj.data_points
+        fixed.num_gt_positives = obj.num_gt_positives - len(run.false_negatives.get(k, ()))
+        if not fixed.is_empty():
+            aps.append(fixed.get_ap())
+    return sum(aps) / len(aps) if aps else None
 
 
 def ours(gt_dict, dets, **kw):
@@ -204,3 +221,23 @@ def test_tidecv_quirks_cap_crowd_and_zero_background_threshold():
     dets = [det(1, 1, [0, 0, 1, 1], 0.1), det(1, 1, [0, 0, 1, 1], 0.1), det(1, 2, [0, 0, 1, 1], 0.5)]
     r = assert_same_as_tidecv(gt, dets, pos=0.3, bg=0.0, max_dets=1)
     assert r.counts["loc"] == 1 and r.counts["miss"] == 3 and r.special["false_neg"] == 1.0
+
+
+def test_duplicated_detections_have_no_false_negative_gain():
+    """Every box found, every detection written twice with the same score (issue 23: `score --errors` said
+    -14.5 AP points of false negatives with 0 missed boxes). tidecv's FalseNeg is negative there: its fixed
+    copy puts the duplicates (errors) before the true positives they tie with, and nothing is clipped.
+    Here false_neg keeps the detections' order: 0. Everything else is tidecv's."""
+    gt = coco([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},
+               {"image_id": 1, "category_id": 1, "bbox": [50, 0, 10, 10]},
+               {"image_id": 2, "category_id": 1, "bbox": [0, 0, 10, 10]}], cats=(1,))
+    dets = [d for img, box, score in ((1, [0, 0, 10, 10], 0.9), (1, [50, 0, 10, 10], 0.8), (2, [0, 0, 10, 10], 0.7))
+            for d in (det(img, 1, box, score), det(img, 1, box, score))]
+    run, _, _ = tide_oracle(gt, dets)
+    tidecv_false_neg = run.fix_errors(false_neg_dict=run.false_negatives).get_mAP() - run.ap
+    assert tidecv_false_neg < -20  # tidecv: -25.6 AP points, with 0 missed boxes
+    r = assert_same_as_tidecv(gt, dets)
+    assert r.counts["miss"] == 0 and r.counts["dupe"] == 3
+    assert r.special["false_neg"] == 0.0 and r.dap["miss"] == 0.0
+    assert r.dap["dupe"] == pytest.approx(1 - r.ap)  # dropping the duplicates gives AP 1, as tidecv says
+    assert "AP points" in r.table()  # fractions x 100, said where they are printed

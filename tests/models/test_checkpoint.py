@@ -178,3 +178,62 @@ def test_a_folder_shaped_checkpoint_is_a_one_line_error(tmp_path):
     (tmp_path / "model.pth").mkdir()
     with pytest.raises(CheckpointError, match="model.pth: cannot read the checkpoint"):
         load_checkpoint(str(tmp_path / "model.pth"))
+
+
+def _damage(path, offset, n=65536, seed=0):
+    """Overwrite ``n`` bytes of a file at ``offset`` with random bytes (a bad disk block, a broken copy)."""
+    data = bytearray(path.read_bytes())
+    data[offset:offset + n] = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path):
+    """issue 23: 64 KB of random bytes in the middle of an .estimator loaded silently (the damage landed in a
+    weight tensor), so `evaluate` scored it and `--resume` continued from it. torch's zip container records a
+    CRC-32 per entry; loading checks them."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1000, 1000)  # 4 MB of weights: the middle of the file is weight data
+    path = tmp_path / "FasterRCNN.best.estimator"
+    save_checkpoint(make_checkpoint(model=model, epoch=1, step=2, config={}, label_map={1: "a"}), str(path))
+    intact = load_checkpoint(str(path))
+    assert torch.equal(intact["model"]["weight"], model.weight.detach())
+    _damage(path, path.stat().st_size // 2)
+    # the damage is real: torch itself loads the file without a word, with other weights
+    unchecked = torch.load(path, weights_only=True)
+    assert not torch.equal(unchecked["model"]["weight"], model.weight.detach())
+    with pytest.raises(CheckpointError, match=r"FasterRCNN.best.estimator: the file is damaged: .*data/\d+ "
+                                              r"fails its CRC-32 check"):
+        load_checkpoint(str(path))
+    # a cut-off file (an interrupted copy) is refused as well
+    truncated = tmp_path / "cut.estimator"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(CheckpointError, match="cut.estimator: "):
+        load_checkpoint(str(truncated))
+
+
+def test_describe_checkpoint_reports_architecture_classes_epoch_metrics_and_config(tmp_path):
+    """`synthgap info FILE.estimator`: what a checkpoint holds, without building a model."""
+    from synthgap.models.checkpoint import describe_checkpoint
+
+    model = _tiny_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    config = {"model": {"name": "fasterrcnn_small_gn"}, "train": {"epochs": 5}}
+    full = make_checkpoint(model=model, optimizer=opt, epoch=3, step=12, config=config,
+                           label_map={1: "red", 2: "green"}, metrics={"AP": 0.25, "AP50": 0.5}, best_ap=0.3)
+    save_checkpoint(full, str(tmp_path / "last.estimator"))
+    save_checkpoint(lean(full), str(tmp_path / "ep3.estimator"))
+    d = describe_checkpoint(str(tmp_path / "last.estimator"))
+    assert d["kind"] == "synthgap" and d["architecture"] == "fasterrcnn_small_gn"
+    assert d["classes"] == {1: "red", 2: "green"} and d["epoch"] == 3 and d["step"] == 12
+    assert d["metrics"] == {"AP": 0.25, "AP50": 0.5} and d["best_ap"] == 0.3 and d["resumable"] is True
+    assert d["parameters"] == sum(p.numel() for p in model.parameters()) and d["config"] == config
+    assert d["bytes"] == os.path.getsize(tmp_path / "last.estimator") and d["synthgap_version"]
+    assert describe_checkpoint(str(tmp_path / "ep3.estimator"))["resumable"] is False
+    # a datasetinsights-shaped file: architecture from its config, classes counted from the box predictor
+    state = {"roi_heads.box_predictor.cls_score.weight": torch.zeros(64, 8), "backbone.w": torch.zeros(3)}
+    torch.save({"model": state, "config": {"backbone": "resnet50", "num_classes": 64}}, tmp_path / "di.estimator")
+    d = describe_checkpoint(str(tmp_path / "di.estimator"))
+    assert d["kind"] == "datasetinsights" and d["architecture"] == "fasterrcnn_resnet50_fpn"
+    assert d["classes"] is None and d["num_classes"] == 63 and d["epoch"] is None and d["parameters"] == 64 * 8 + 3
+    torch.save(state, tmp_path / "bare.pth")
+    assert describe_checkpoint(str(tmp_path / "bare.pth"))["kind"] == "state_dict"

@@ -5,15 +5,18 @@ import re
 
 import pytest
 import torch
-from torchvision.models import mobilenet_v3_large
+from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
+from torchvision.models.detection import FasterRCNN_MobileNet_V3_Large_320_FPN_Weights
 from torchvision.ops import FrozenBatchNorm2d
 
 from synthgap.models.checkpoint import make_checkpoint, save_checkpoint
 from synthgap.config import ModelConfig, load_config
-from synthgap.models import (ARCHITECTURES, PRETRAINED, WeightsError, build_model, load_model_weights,
+from synthgap.models import (WeightsError, build_model, get_architecture, list_models, load_model_weights,
                              num_classes_for)
 
 MOBILE = "fasterrcnn_mobilenet_v3_large_320_fpn"
+# torchvision's published weights for MOBILE: (ImageNet classification backbone, COCO detector)
+MOBILE_WEIGHTS = (MobileNet_V3_Large_Weights.IMAGENET1K_V1, FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1)
 
 
 def test_num_classes_is_max_id_plus_one_and_background_is_reserved():
@@ -40,8 +43,8 @@ def test_build_applies_config_and_never_downloads(monkeypatch):
     assert model.transform.min_size == (168,) and model.transform.max_size == 224
     assert model.roi_heads.detections_per_img == 100 and model.roi_heads.score_thresh == 0.05
     assert {"fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
-            "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_small_gn"} <= set(ARCHITECTURES)
-    assert set(PRETRAINED) <= set(ARCHITECTURES)
+            "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_small_gn"} <= set(list_models())
+    assert get_architecture(MOBILE).weights == ("imagenet", "coco")
 
 
 def test_small_gn_stage_depths():
@@ -119,24 +122,12 @@ def _cache_file(torch_home, weights, state) -> str:
     return path
 
 
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """An empty $TORCH_HOME; the network is out of reach (https through a closed local port)."""
-    home = tmp_path / "torch_home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    for name in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-    return home
-
-
 def _frozen_names(model) -> set[str]:
     return {n for n, p in model.named_parameters() if not p.requires_grad}
 
 
 def test_imagenet_backbone_comes_from_the_hub_cache_the_torchvision_way(torch_home, tmp_path):
-    imagenet = PRETRAINED[MOBILE][0]
+    imagenet = MOBILE_WEIGHTS[0]
     stand_in = _stand_in(mobilenet_v3_large(weights=None, norm_layer=FrozenBatchNorm2d))
     _cache_file(torch_home, imagenet, stand_in)
     model = build_model(ModelConfig(name=MOBILE, weights_backbone="imagenet"), 4)
@@ -177,7 +168,7 @@ def test_imagenet_backbone_comes_from_the_hub_cache_the_torchvision_way(torch_ho
 
 
 def test_offline_and_not_cached_names_the_file_the_url_and_the_cache_path(torch_home):
-    imagenet, coco = PRETRAINED[MOBILE]
+    imagenet, coco = MOBILE_WEIGHTS
     for cfg, weights in ((ModelConfig(name=MOBILE, weights_backbone="imagenet"), imagenet),
                          (ModelConfig(name=MOBILE, weights="coco"), coco)):
         name = os.path.basename(weights.url)
@@ -190,7 +181,7 @@ def test_offline_and_not_cached_names_the_file_the_url_and_the_cache_path(torch_
 
 
 def test_coco_weights_replace_the_box_predictor(torch_home):
-    coco = PRETRAINED[MOBILE][1]
+    coco = MOBILE_WEIGHTS[1]
     reference = build_model(ModelConfig(name=MOBILE, weights_backbone="imagenet"), 91, load_weights=False)
     stand_in = _stand_in(reference)
     _cache_file(torch_home, coco, stand_in)

@@ -183,3 +183,19 @@ def test_legacy_perception_rendered_object_info_gives_visible_pixels(legacy_fixt
     h = d["histograms"]["visible_size"]
     assert h["count"] == len(expected) == d["objects"] > 0
     assert h["mean"] == pytest.approx(np.mean(expected)) and h["max"] == pytest.approx(max(expected))
+
+
+def test_cli_leakage_checks_the_compared_set_against_the_reference(tiny_datasets, tmp_path):
+    """The same images on both sides are near-copies (distance 0); another generator seed's are not."""
+    syn, real = tiny_datasets
+    result = CliRunner().invoke(main, ["stats", real, "--compare", real, "--compare", syn, "--out", str(tmp_path),
+                                       "--no-plots", "--leakage"])
+    assert result.exit_code == 0, result.output
+    assert ("leakage real -> real-2: 3 of 3 test images have a near-copy in real (pHash Hamming distance <= 10 of "
+            "64 bits)") in result.output
+    assert "leakage real -> synthetic: 0 of 3 test images have a near-copy in real" in result.output
+    doc = json.loads((tmp_path / "stats.json").read_text())
+    (same,) = doc["gap"]["real-2"]["leakage"]
+    assert same["near_copies"] == 3 and all(p["distance"] == 0 and p["test"] == p["nearest"] for p in same["pairs"])
+    result = CliRunner().invoke(main, ["stats", real, "--out", str(tmp_path), "--leakage"])
+    assert result.exit_code == 2 and "--leakage needs --compare" in result.output

@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from synthgap.cli import main
-from synthgap.study.demo import DONE_MARKER, SIZES
+from synthgap.study import HEADLINE, read_summary
+from synthgap.study.demo import DONE_MARKER, SIZES, TARGET_NAME
 
 
 @pytest.mark.slow
@@ -18,19 +19,26 @@ def test_tiny_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path, monke
     assert result.exit_code == 0, result.output
     for name in ("synthetic", "target-train", "target-test"):
         assert (out / "data" / name / DONE_MARKER).exists()
-    summary = json.loads((out / "study" / "summary.json").read_text())
+    summary = read_summary(str(out / "study" / "summary.json"))
     tiny = SIZES["tiny"]
-    assert [r["name"] for r in summary["rows"]] == ["synthetic", "real-50", "finetune-50"]
-    for row in summary["rows"]:  # both seeds, target and in-domain numbers, the learned flag decided
-        assert row["seeds"] == len(tiny.seeds) == 2 and 0.0 <= row["coco AP50"]["mean"] <= 1.0
-        assert 0.0 <= row["in-domain coco AP50"]["mean"] <= 1.0 and isinstance(row["learned"], bool)
-    (comparison,) = summary["comparison"]  # datasetinsights' comparison at the demo's budget, paired over 2 seeds
-    assert comparison["seeds"] == [0, 1] and comparison["metrics"]["coco AP50"]["difference"]["n"] == 2
+    assert [r.name for r in summary.rows] == ["synthetic", "real-50", "finetune-50"]
+    for row in summary.rows:  # both seeds, target and in-domain numbers, the learned flag decided
+        assert row.seeds == list(tiny.seeds) == [0, 1] and 0.0 <= row.target[HEADLINE].mean <= 1.0
+        assert 0.0 <= row.in_domain[HEADLINE].mean <= 1.0 and isinstance(row.learned, bool)
+    (comparison,) = summary.comparison  # datasetinsights' comparison at the demo's budget, paired over 2 seeds
+    m = comparison.metrics[HEADLINE]
+    assert comparison.seeds == [0, 1] and m.difference.n == 2
+    assert m.bootstrap.seeds == 2 and m.bootstrap.images == tiny.target_test_frames  # seeds and test images
+    assert json.loads((out / "study" / "summary.json").read_text())["schema_version"] == 2
     report = (out / "study" / "report.html").read_text()
     assert "finetune-50" in report and "<html" in report.lower() and 'id="comparison"' in report
-    assert "What this says:" in result.output and "At 50 % real data" in result.output
-    for row in summary["rows"]:  # a cell that did not learn is flagged in the printed summary too
-        assert ("!! did not learn" in result.output) or row["learned"]
+    assert "What this says:" in result.output and "At 50 % target data" in result.output
+    for row in summary.rows:  # a cell that did not learn is flagged in the printed summary too
+        assert ("!! did not learn" in result.output) or row.learned
+    # the procedural target is named for what it is, never "real", in the text, summary.txt and the report
+    assert summary.target_name == TARGET_NAME
+    for text in (result.output, (out / "study" / "summary.txt").read_text(), report):
+        assert "real only" not in text and "real test set" not in text and "real data" not in text
     assert f"Report:        {out / 'study' / 'report.html'}" in result.output.replace("\\", "/") or \
         "Report:        demo/study/report.html" in result.output
 

@@ -14,9 +14,11 @@ from click.testing import CliRunner
 
 from synthgap.cli import main
 from synthgap.config import ConfigError
-from synthgap.study import (NOT_LEARNED, cell_dir, cell_names, epochs_for_steps, format_summary, fraction_tag,
-                            holdout_split, load_study_config, paired_difference, real_data, real_pool_and_val,
-                            real_subset, run_study, study_config_from_dict, synthetic_split, t_quantile_975)
+from synthgap.study import (HEADLINE, NOT_LEARNED, cell_dir, cell_names, epochs_for_steps, format_summary,
+                            fraction_tag, holdout_split, load_study_config, read_summary, real_data,
+                            real_pool_and_val, real_subset, run_study, study_config_from_dict, synthetic_split)
+
+AP = ("coco", "AP")
 
 DATA = {"synthetic": "syn", "real_train": "rt", "real_test": "rs"}
 
@@ -208,18 +210,6 @@ def test_cli_study_bad_config(tmp_path):
     assert res.exit_code != 0 and "s.yaml" in res.output
 
 
-def test_t_quantiles_and_paired_interval():
-    assert t_quantile_975(1) == pytest.approx(12.706) and t_quantile_975(9) == pytest.approx(2.262)
-    assert t_quantile_975(30) == pytest.approx(2.042, abs=1e-3) and t_quantile_975(31) == pytest.approx(2.0395, abs=1e-4)
-    assert t_quantile_975(60) == pytest.approx(2.0003, abs=1e-4)
-    d = paired_difference([0.1, 0.3])  # mean 0.2, sd sqrt(0.02): half width 12.706 * 0.1414 / sqrt(2) = 1.2706
-    assert d["mean"] == pytest.approx(0.2) and d["n"] == 2
-    assert d["ci"] == pytest.approx([0.2 - 1.2706, 0.2 + 1.2706], abs=1e-4)
-    d = paired_difference([0.05, 0.07, 0.06, 0.06, 0.06])  # small spread: the interval excludes 0
-    assert 0 < d["ci"][0] < 0.06 < d["ci"][1]
-    assert paired_difference([0.1])["ci"] is None and paired_difference([]) is None
-
-
 def test_epochs_for_steps():
     cfg = study_config_from_dict({"datasets": DATA}).train_cfg("real", 0)  # cpu_small: batch 8
     assert epochs_for_steps(10, cfg, 20) == 10     # 2 steps per epoch
@@ -230,21 +220,9 @@ def test_epochs_for_steps():
 # --- the summary and the report from finished cells (nothing trains) -------------------------------
 
 def _finish(out, cell, seed, test, *, target, own, images=4):
-    """A finished cell: a run folder (predictions/metrics/TensorBoard for the report) and its metrics.json
-    with the given target and in-domain COCO AP50."""
-    from tests.helpers.runs import make_run
+    from tests.helpers.runs import finish_cell
 
-    kind = cell.split("-")[0]
-    folder = cell_dir(str(out), cell, seed)
-    make_run(folder, test, keep=0.5, seed=seed, name=f"{cell} seed{seed}")
-    run = json.loads(open(os.path.join(folder, "run.json")).read())
-    run.update({"in_domain coco AP50": own, "learned": own >= 0.2,
-                "warning": None if own >= 0.2 else f"{NOT_LEARNED} (in-domain coco AP50 {own})"})
-    open(os.path.join(folder, "run.json"), "w").write(json.dumps(run))
-    doc = {"cell": cell, "kind": kind, "seed": seed, "train_images": images,
-           "metrics": {"coco": {"AP": target / 2, "AP50": target}, "unity": {"mAP": target / 3}},
-           "in_domain": {"data": "x", "metrics": {"coco": {"AP": own / 2, "AP50": own}}}}
-    open(os.path.join(folder, "metrics.json"), "w").write(json.dumps(doc))
+    finish_cell(out, cell, seed, test, target=target, own=own, images=images)
 
 
 @pytest.fixture(scope="module")
@@ -266,33 +244,32 @@ def finished_study(tmp_path_factory):
         for seed, (target, own) in by_seed.items():
             _finish(out, cell, seed, test, target=target, own=own)
     report = run_study(study_config_from_dict(raw), str(out))
-    return out, json.loads((out / "summary.json").read_text()), open(report, encoding="utf-8").read()
+    return out, read_summary(str(out / "summary.json")), open(report, encoding="utf-8").read()
 
 
 def test_summary_in_domain_ratio_and_the_not_learned_flag(finished_study):
     _, summary, _ = finished_study
-    rows = {r["name"]: r for r in summary["rows"]}
-    syn = rows["synthetic"]
-    assert syn["learned"] is True and syn["warning"] is None  # learned: no flag
-    assert syn["coco AP50"]["mean"] == pytest.approx(0.11) and syn["in-domain coco AP50"]["mean"] == pytest.approx(0.85)
-    assert syn["transfer ratio"]["values"] == pytest.approx([0.10 / 0.90, 0.12 / 0.80])
-    real = rows["real-50"]  # seed 2 scored 0.05 < 0.2 in its own domain: flagged
-    assert real["learned"] is False and NOT_LEARNED in real["warning"] and "for seed 2 of 2" in real["warning"]
-    assert rows["finetune-50"]["learned"] is True and summary["in_domain_floor"] == 0.2
+    syn = summary.row("synthetic")
+    assert syn.learned is True and syn.warning is None and syn.seeds == [1, 2]  # learned: no flag
+    assert syn.target[HEADLINE].mean == pytest.approx(0.11) and syn.in_domain[HEADLINE].mean == pytest.approx(0.85)
+    assert syn.transfer_ratio.values == pytest.approx([0.10 / 0.90, 0.12 / 0.80])
+    real = summary.row("real-50")  # seed 2 scored 0.05 < 0.2 in its own domain: flagged
+    assert real.learned is False and NOT_LEARNED in real.warning and "for seed 2 of 2" in real.warning
+    assert summary.row("finetune-50").learned is True and summary.in_domain_floor == 0.2
 
 
 def test_comparison_is_paired_by_seed_and_flagged(finished_study):
     _, summary, _ = finished_study
-    (c,) = summary["comparison"]
-    assert c["fraction"] == 0.5 and c["seeds"] == [1, 2] and c["train_images"] == 4
-    m = c["metrics"]["coco AP50"]
-    assert m["real"]["mean"] == pytest.approx(0.32) and m["finetune"]["mean"] == pytest.approx(0.45)
-    d = m["difference"]  # per-seed differences 0.10 and 0.16
-    assert d["values"] == pytest.approx([0.10, 0.16]) and d["mean"] == pytest.approx(0.13)
+    (c,) = summary.comparison
+    assert c.fraction == 0.5 and c.seeds == [1, 2] and c.train_images == 4
+    m = c.metrics[HEADLINE]
+    assert m.real.mean == pytest.approx(0.32) and m.finetune.mean == pytest.approx(0.45)
+    d = m.difference  # per-seed differences 0.10 and 0.16
+    assert d.values == pytest.approx([0.10, 0.16]) and d.mean == pytest.approx(0.13)
     half = 12.706 * math.sqrt(0.0018) / math.sqrt(2)
-    assert d["ci"] == pytest.approx([0.13 - half, 0.13 + half], abs=1e-4)
-    assert "real-50 did not learn" in c["warning"] and "t-interval" in summary["ci_method"]
-    text = " ".join(summary["conclusions"])
+    assert d.ci == pytest.approx((0.13 - half, 0.13 + half), abs=1e-4)
+    assert "real-50 did not learn" in c.warning and "t-interval" in summary.ci_method
+    text = " ".join(summary.conclusions)
     assert "At 50 % real data (4 images): no conclusion: real-50 did not learn" in text
     assert "Synthetic only: 0.110 COCO AP50 on the real test set vs 0.850 on held-out synthetic" in text
     printed = format_summary(summary)
@@ -326,9 +303,9 @@ def test_learned_study_concludes_with_an_interval(tmp_path):
                                   "cells": ["real", "finetune"], "fractions": [0.1], "seeds": [1, 2, 3],
                                   "data_stats": False, "gallery_images": 0})
     run_study(cfg, str(out))
-    summary = json.loads((out / "summary.json").read_text())
-    assert all(r["learned"] and r["warning"] is None for r in summary["rows"])
-    (line,) = [c for c in summary["conclusions"] if c.startswith("At 10 %")]
+    summary = read_summary(str(out / "summary.json"))
+    assert all(r.learned and r.warning is None for r in summary.rows)
+    (line,) = [c for c in summary.conclusions if c.startswith("At 10 %")]
     assert "synthetic pretraining added +0.203 COCO AP50" in line and "excludes 0" in line
     assert "over 3 seeds" in line
 
@@ -371,13 +348,13 @@ def test_feature_distance_beside_the_ap_gap(tmp_path):
     assert same["backbone"] == ckpt and same["images"] == [3, 3] and other["images"] == [3, 3]
     assert same["image"] == pytest.approx(0.0, abs=1e-6) and other["image"] > 1e-6
 
-    fg = summarize(cfg, out, doc)["feature_gap"]
-    assert fg["model"] == "synthetic seed3" and fg["backbone"] == ckpt
-    rows = {r["dataset"]: r for r in fg["rows"]}
-    assert rows["real test"]["pair"] == "synthetic -> real test" and rows["real test"]["image"] == other["image"]
-    assert rows["real test"]["AP gap"] == pytest.approx(0.4)
-    assert rows["real test"]["transfer ratio"] == pytest.approx(0.2)
-    assert rows["real train"]["coco AP50"] is None  # the model is scored on the real test data only
+    fg = summarize(cfg, out, doc).feature_gap
+    assert fg.model == "synthetic seed3" and fg.backbone == ckpt
+    rows = {r.dataset: r for r in fg.rows}
+    assert rows["real test"].pair == "synthetic -> real test" and rows["real test"].image == other["image"]
+    assert rows["real test"].ap_gap == pytest.approx(0.4)
+    assert rows["real test"].transfer_ratio == pytest.approx(0.2)
+    assert rows["real train"].target is None  # the model is scored on the real test data only
     text = format_summary(summarize(cfg, out, doc))
     assert "Feature distance beside the AP gap (synthetic seed3's backbone" in text
     line = next(x for x in text.splitlines() if x.strip().startswith("synthetic -> real test"))
@@ -427,17 +404,17 @@ def test_tiny_study_end_to_end_and_skip_on_rerun(tmp_path):
         .endswith(os.path.join("synthetic_holdout", "annotations.json"))
     ft = json.loads((out / "cells" / "finetune-100" / "seed5" / "run.json").read_text())
     assert ft["start_from"].endswith(os.path.join("synthetic", "seed5", "checkpoints", "FasterRCNN.last.estimator"))
-    summary = json.loads((out / "summary.json").read_text())
-    assert [r["name"] for r in summary["rows"]] == cells and summary["rows"][0]["seeds"] == 1
-    assert [c["fraction"] for c in summary["comparison"]] == [1.0]
+    summary = read_summary(str(out / "summary.json"))
+    assert [r.name for r in summary.rows] == cells and summary.rows[0].seeds == [5]
+    assert [c.fraction for c in summary.comparison] == [1.0]
     text = open(report, encoding="utf-8").read()
     assert "tiny study" in text and 'id="study-summary"' in text and 'id="comparison"' in text
     stats = json.loads((out / "stats" / "stats.json").read_text())  # the data gap section
     assert list(stats["datasets"]) == ["synthetic", "real train", "real test"] and 'id="data-gap"' in text
-    fg = summary["feature_gap"]  # the synthetic model's backbone: feature distance beside its AP gap
+    fg = summary.feature_gap  # the synthetic model's backbone: feature distance beside its AP gap
     syn_ckpt = str(out / "cells" / "synthetic" / "seed5" / "checkpoints" / "FasterRCNN.last.estimator")
-    assert stats["gap"]["real test"]["features"]["backbone"] == syn_ckpt == fg["backbone"]
-    assert [r["dataset"] for r in fg["rows"]] == ["real train", "real test"]
+    assert stats["gap"]["real test"]["features"]["backbone"] == syn_ckpt == fg.backbone
+    assert [r.dataset for r in fg.rows] == ["real train", "real test"]
     assert 'id="feature-vs-ap"' in text and "Feature distance beside the AP gap" in (out / "summary.txt").read_text()
     assert text.count('class="run-row"') == 3 and text.count('class="gallery-image"') == 3
     for cell in cells:
@@ -471,14 +448,13 @@ def test_finished_cells_are_not_rerun_and_seeds_are_averaged(tmp_path, caplog):
         (out / "cells" / "synthetic" / f"seed{seed}" / "metrics.json").write_text(json.dumps(
             {"cell": "synthetic", "seed": seed, "metrics": {"coco": {"AP": ap}, "unity": {"mAP": ap / 2}}}))
     report = run_study(cfg, str(out))
-    summary = json.loads((out / "summary.json").read_text())
-    (row,) = summary["rows"]
-    assert row["seeds"] == 2 and row["coco AP"]["mean"] == pytest.approx(0.3)
-    assert row["coco AP"]["std"] == pytest.approx(0.1414213, rel=1e-5)  # sample std of 0.2, 0.4
-    assert row["unity mAP"]["mean"] == pytest.approx(0.15)
-    assert row["learned"] is None and "not measured" in row["warning"]  # no in-domain numbers: said so
+    (row,) = read_summary(str(out / "summary.json")).rows
+    assert row.seeds == [1, 2] and row.target[AP].mean == pytest.approx(0.3)
+    assert row.target[AP].std == pytest.approx(0.1414213, rel=1e-5)  # sample std of 0.2, 0.4
+    assert row.target[("unity", "mAP")].mean == pytest.approx(0.15)
+    assert row.learned is None and "not measured" in row.warning  # no in-domain numbers: said so
     text = open(report, encoding="utf-8").read()
-    assert "0.3000 &plusmn; 0.1414" in text and text.count('class="run-row"') == 2
+    assert '0.3000<br><span class="sd">&plusmn; 0.1414</span>' in text and text.count('class="run-row"') == 2
     caplog.set_level("WARNING", logger="synthgap.study")
     run_study(study_config_from_dict({**raw, "gallery_images": 0}), str(out))
     assert "study config changed" in caplog.text

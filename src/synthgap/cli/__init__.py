@@ -19,6 +19,7 @@ from synthgap.errors import ConfigError, SynthgapError
 COMMANDS = {
     "info": "synthgap.cli.data:info",
     "convert": "synthgap.cli.data:convert",
+    "configs": "synthgap.cli.train:configs",
     "score": "synthgap.cli.score:score",
     "train": "synthgap.cli.train:train",
     "evaluate": "synthgap.cli.train:evaluate",

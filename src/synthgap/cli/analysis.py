@@ -21,7 +21,11 @@ import click
                    "object-crop features) from this trained checkpoint's backbone (docs/metrics.md).")
 @click.option("--feature-images", type=click.IntRange(2), default=500, show_default=True,
               help="--features: images per dataset (an even spread), and at most 200 crops per class.")
-def stats(dataset, others, out, format, names, no_plots, features, feature_images):
+@click.option("--leakage", is_flag=True,
+              help="With --compare: also near-copies of each compared dataset's images in DATASET (its training "
+                   "pool): pHash, and with --features that checkpoint's feature similarity (docs/training.md, "
+                   "'Honest splits'). Decodes every image of both at reduced size. Default: off.")
+def stats(dataset, others, out, format, names, no_plots, features, feature_images, leakage):
     """Per-class counts, objects per image, box size, aspect ratio, box-centre heatmap and visible pixels
     of DATASET; with --compare, every dataset on the same axes plus a numeric gap summary."""
     from synthgap.stats import write_stats
@@ -31,8 +35,10 @@ def stats(dataset, others, out, format, names, no_plots, features, feature_image
         raise click.BadParameter(f"{len(names)} --name values for {len(roots)} datasets", param_hint="--name")
     if features and not others:
         raise click.UsageError("--features needs --compare (a distance between two datasets)")
+    if leakage and not others:
+        raise click.UsageError("--leakage needs --compare (the test set checked against DATASET)")
     doc = write_stats(roots, out, format=format, names=list(names) or None, plots=not no_plots,
-                      features=features, feature_images=feature_images)
+                      features=features, feature_images=feature_images, leakage=leakage)
     for name, d in doc["datasets"].items():
         size = d["histograms"]["box_size"]["mean"]
         click.echo(f"{name}: {d['images']} images, {d['objects']} objects, "
@@ -50,6 +56,8 @@ def stats(dataset, others, out, format, names, no_plots, features, feature_image
             click.echo(f"feature gap {doc['reference']} -> {name}: Fréchet distance of images "
                        f"{'-' if image is None else f'{image:.4f}'}; of object crops, mean over classes "
                        f"{'-' if mean is None else f'{mean:.4f}'}")
+        for found in gap.get("leakage", []):
+            click.echo(f"leakage {doc['reference']} -> {name}: {found['verdict']}")
     click.echo(f"wrote {out}/stats.json" + ("" if no_plots else " and plots"))
 
 
@@ -57,7 +65,8 @@ def stats(dataset, others, out, format, names, no_plots, features, feature_image
 @click.argument("run_dirs", nargs=-1, required=True)
 @click.option("--out", default="report.html", show_default=True, help="The HTML file to write (local or URI).")
 @click.option("--test-data", default=None,
-              help="Test dataset of the runs (for PR curves and the gallery) when their run.json names none.")
+              help="Test dataset of the runs (for PR curves and the gallery) when their run.json names none; "
+                   "a path relative to the working directory, or a URI.")
 @click.option("--name", "names", multiple=True, help="Display name per run, in order (default: run.json / folder).")
 @click.option("--title", default="synthgap report", show_default=True, help="Page title and heading.")
 @click.option("--gallery-images", type=click.IntRange(0), default=6, show_default=True,
@@ -93,7 +102,7 @@ def study(config, out, no_progress):
     import logging
 
     from synthgap.io import storage
-    from synthgap.study import format_summary, load_study_config, run_study
+    from synthgap.study import format_summary, load_study_config, read_summary, run_study
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -101,5 +110,5 @@ def study(config, out, no_progress):
         path = run_study(cfg, out, progress=not no_progress)
     except FileNotFoundError as e:  # a fine-tuning cell whose synthetic cell did not run
         raise click.ClickException(str(e)) from None
-    click.echo("\n" + format_summary(storage.read_json(storage.join(out, "summary.json"))))
+    click.echo("\n" + format_summary(read_summary(storage.join(out, "summary.json"))))
     click.echo(f"\nstudy done; report: {path}")

@@ -11,14 +11,22 @@ import click
 from synthgap.data.dataset import READERS  # numpy only: keeps `--help` fast
 
 FORMAT_HELP = "Dataset format. Default: detected from the path."
-SPLIT_HELP = "Split to read (groceries-real: all, train, val, test, train_small, ...). Default: all images."
+SPLIT_HELP = "Split to read (groceries-real: all, train, val, test, train_small, ...; yolo: all, train, val, " \
+             "test). Default: all images."
 IMAGE_ROOT_HELP = "coco only: folder that image file_name values are relative to. Default: the JSON's folder, " \
                   "or images/ (or ../<split>/ for instances_<split>.json) when the images are there."
+GROUP_BY_HELP = ("With --split train or val of data without split files: datasetinsights' seeded train / val split "
+                 "keeping groups of images whole (frames of one video, one session, one SOLO sequence): "
+                 "regex:PATTERN (PATTERN's first capture group in the file name, e.g. 'regex:^(IMG_\\d+)_'), folder "
+                 "(the image's folder) or field:NAME (a sample metadata field, e.g. field:sequence). Prints the "
+                 "validation share reached. Default: no grouping (--split then applies to groceries-real and yolo).")
 MAX_LISTED_PROBLEMS = 20
 
 
-def _open(path: str, format: str | None, split: str | None, image_root: str | None, skip_invalid: bool):
-    """open_dataset with the options that apply to the format."""
+def _open(path: str, format: str | None, split: str | None, image_root: str | None, skip_invalid: bool,
+          group: tuple[str, float, int] | None = None):
+    """open_dataset with the options that apply to the format; ``group`` (group_by, val_fraction, seed): then
+    ``split`` is a generated train / val split keeping groups whole (`synthgap.data.splits.generated_split`)."""
     from synthgap.io import storage
     from synthgap.data import detect_format, open_dataset
 
@@ -26,18 +34,26 @@ def _open(path: str, format: str | None, split: str | None, image_root: str | No
         raise click.ClickException(f"{path}: no such file or folder")
     fmt = format or detect_format(path)
     options: dict[str, Any] = {}
-    if split is not None:
-        if fmt != "groceries-real":
-            raise click.UsageError(f"--split applies to groceries-real datasets, not {fmt}")
+    if group is not None and split not in ("train", "val"):
+        raise click.UsageError("--group-by needs --split train or --split val (the generated split it draws)")
+    if split is not None and group is None:
+        if fmt not in ("groceries-real", "yolo"):
+            raise click.UsageError(f"--split applies to groceries-real and yolo datasets, not {fmt}")
         options["split"] = split
     if image_root is not None:
         if fmt != "coco":
             raise click.UsageError(f"--image-root applies to coco datasets, not {fmt}")
         options["image_root"] = image_root
     try:
-        return open_dataset(path, fmt, skip_invalid=skip_invalid, **options)
+        ds = open_dataset(path, fmt, skip_invalid=skip_invalid, **options)
     except FileNotFoundError as e:
         raise click.ClickException(str(e)) from None
+    if group is not None:
+        from synthgap.data.splits import generated_split
+
+        ds = generated_split(ds, split, group_by=group[0], val_fraction=group[1], seed=group[2])
+        click.echo(f"{path}: {ds.description}")
+    return ds
 
 
 def _print_problems(problems, limit: int = MAX_LISTED_PROBLEMS) -> None:
@@ -63,8 +79,17 @@ def _fmt_summary(d: dict) -> str:
               help="Decode every image file completely and report those that do not decode (0 bytes, truncated, "
                    "not an image) or whose size differs from the annotation. Slow: every pixel of every image is decoded. "
                    "Default: only check that image files exist.")
-def info(path, format, split, image_root, skip_invalid, as_json, decode):
-    """Summarise the dataset at PATH (local path or URI) and list every problem found in it.
+@click.option("--leakage", "leakage_pool", default=None, metavar="POOL",
+              help="A training pool (path or URI, any format): for each image of PATH, its nearest image in POOL by "
+                   "perceptual hash (pHash, near-copy at <= 10 of 64 bits differing: the same picture re-encoded, "
+                   "resized or shifted a little); prints how many have a near-copy there (docs/training.md, "
+                   "'Honest splits'). Decodes every image of both at reduced size. Default: not checked.")
+@click.option("--leakage-features", default=None, metavar="CHECKPOINT",
+              help="With --leakage: also by the cosine similarity of this trained checkpoint's pooled backbone "
+                   "features (near-copy at >= 0.8; finds other views of one scene, e.g. frames of one video).")
+def info(path, format, split, image_root, skip_invalid, as_json, decode, leakage_pool, leakage_features):
+    """Summarise the dataset at PATH (local path or URI) and list every problem found in it. A checkpoint
+    PATH (.estimator, .pth, .pt) is described instead: architecture, classes, epoch, metrics, its config.
 
     Reports the format, number of images and boxes, classes with their box counts, images without
     boxes, box sizes (pixels) and each invalid record with its file, record and field. Every record
@@ -72,9 +97,25 @@ def info(path, format, split, image_root, skip_invalid, as_json, decode):
     run past the image edge: kept as written, clipped for training) and captures of sensors that are
     not RGB cameras (left out) are listed but are not problems.
     """
+    from synthgap.cli.train import checkpoint_info
     from synthgap.data.info import dataset_info
 
-    report, problems = dataset_info(_open(path, format, split, image_root, skip_invalid=True), decode=decode)
+    if checkpoint_info(path, as_json):  # a checkpoint (.estimator, .pth, .pt): what it holds, not a dataset
+        return
+    if leakage_features is not None and leakage_pool is None:
+        raise click.UsageError("--leakage-features goes with --leakage POOL")
+    ds = _open(path, format, split, image_root, skip_invalid=True)
+    report, problems = dataset_info(ds, decode=decode)
+    if leakage_pool is not None:  # near-copies of PATH's images in the training pool (synthgap.data.leakage)
+        from synthgap.data.leakage import dataset_leakage
+
+        extract = None
+        if leakage_features is not None:
+            from synthgap.stats.features import checkpoint_backbone, image_features
+
+            extract = image_features(checkpoint_backbone(leakage_features))
+        found = dataset_leakage(leakage_pool, ds, features=extract)
+        report["leakage"] = [r.to_dict() for r in found]
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -95,6 +136,9 @@ def info(path, format, split, image_root, skip_invalid, as_json, decode):
         if report["skipped_sensors"]:
             parts = ", ".join(f"{n} {k}" for k, n in report["skipped_sensors"].items())
             click.echo(f"skipped captures: {parts} (sensors that are not RGB cameras)")
+        if report["images_exif_rotated"] is not None:
+            click.echo(f"decoded: {report['images_exif_rotated']} images turned upright by their EXIF orientation, "
+                       f"{report['images_size_mismatch']} not the size their annotation says")
         overhanging = report["warnings"]["boxes_partly_outside_image"]
         if overhanging:
             click.echo(f"warnings: {overhanging} boxes run past the image edge (kept as written; clipped for "
@@ -105,6 +149,9 @@ def info(path, format, split, image_root, skip_invalid, as_json, decode):
             _print_problems(problems)
         else:
             click.echo("problems: none" + ("" if decode else " (image files exist; --decode decodes them)"))
+        if leakage_pool is not None:
+            for r in found:
+                click.echo(f"leakage: {r.text()}")
     if problems and not skip_invalid:
         click.get_current_context().exit(1)
 
@@ -129,7 +176,14 @@ def info(path, format, split, image_root, skip_invalid, as_json, decode):
                    "images are copied (default: reference the source images by absolute path/URI).")
 @click.option("--skip-invalid", is_flag=True, default=False,
               help="Leave invalid records out and report how many and why (default: stop at the first one).")
-def convert(src, dst, to, subset, predictions, format, split, image_root, copy_images, skip_invalid):
+@click.option("--group-by", default=None, metavar="SPEC", help=GROUP_BY_HELP)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="--group-by: the validation share asked for, of the images (whole groups "
+                                      "come as near as they can).")
+@click.option("--split-seed", type=int, default=47, show_default=True,
+              help="--group-by: seed of the group draw (datasetinsights' 47).")
+def convert(src, dst, to, subset, predictions, format, split, image_root, copy_images, skip_invalid, group_by,
+            val_fraction, split_seed):
     """Convert the dataset at SRC to COCO (or YOLO, or a FiftyOne export of a run) at DST.
 
     COCO: DST is a .json file path or a folder (the JSON is then DST/annotations.json). Boxes are copied
@@ -139,6 +193,7 @@ def convert(src, dst, to, subset, predictions, format, split, image_root, copy_i
     """
     if (predictions is not None) != (to == "fiftyone"):
         raise click.UsageError("--predictions goes with --to fiftyone (and --to fiftyone needs it)")
+    group = (group_by, val_fraction, split_seed) if group_by is not None else None
     from synthgap.io import locks, storage
     from synthgap.data.coco import DEFAULT_JSON_NAME
 
@@ -155,7 +210,7 @@ def convert(src, dst, to, subset, predictions, format, split, image_root, copy_i
         with locks.lock_folder(dst, f"synthgap convert --to {to}"):  # one writer of DST at a time
             locks.remove_stale_temps(dst, subfolders=(f"images/{subset}", f"labels/{subset}") if to == "yolo"
                                      else ("data",))  # where a killed export's writes left .tmp files
-            _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid)
+            _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid, group)
         return
     from synthgap.data import DatasetError, SkipReport
     from synthgap.data.coco import CocoWriter
@@ -164,7 +219,7 @@ def convert(src, dst, to, subset, predictions, format, split, image_root, copy_i
     with locks.lock_folder(dst, "synthgap convert"):  # one writer of DST at a time
         # a killed convert's .tmp files: beside the JSON and the copied images (atomic writes put them there)
         locks.remove_stale_temps(os.path.dirname(storage.absolute(out_json)), subfolders=("images",))
-        ds = _open(src, format, split, image_root, skip_invalid=skip_invalid)
+        ds = _open(src, format, split, image_root, skip_invalid=skip_invalid, group=group)
         report = SkipReport() if skip_invalid else None
         n_boxes = 0
         try:
@@ -193,7 +248,7 @@ def convert(src, dst, to, subset, predictions, format, split, image_root, copy_i
             click.echo("skipped 0 records")
 
 
-def _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid) -> None:
+def _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid, group=None) -> None:
     """`convert --to yolo` and `convert --to fiftyone` (both copy the images into DST; the caller checked
     ``subset`` and holds DST's lock)."""
     from synthgap.io import storage
@@ -202,7 +257,7 @@ def _export(src, dst, to, subset, predictions, format, split, image_root, skip_i
 
     if storage.is_within(dst, storage.absolute(src)):
         raise click.UsageError(f"DST {dst} is, or is inside, SRC {src}: choose another DST")
-    ds = _open(src, format, split, image_root, skip_invalid=skip_invalid)
+    ds = _open(src, format, split, image_root, skip_invalid=skip_invalid, group=group)
     report = SkipReport() if skip_invalid else None
     try:
         if to == "yolo":

@@ -29,12 +29,12 @@ def demo(out, size, quiet):
     """
     from synthgap.io import storage
     from synthgap.study.demo import run_demo
-    from synthgap.study import format_summary
+    from synthgap.study import format_summary, read_summary
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     report = run_demo(out, size=size, progress=not quiet)
-    summary = storage.read_json(storage.join(out, "study", "summary.json"))
+    summary = read_summary(storage.join(out, "study", "summary.json"))
     click.echo(f"\nsynthgap demo finished in {time.perf_counter() - start:.0f} s\n")
     click.echo(format_summary(summary))
     click.echo(f"\nOutput folder: {out}\nReport:        {report}")

@@ -39,7 +39,8 @@ def parse_max_dets(text: str) -> tuple[int, ...]:
               help="Detections: a COCO results list [{image_id, category_id, bbox [x,y,w,h] px, score}].")
 @click.option("--protocol", type=click.Choice(PROTOCOL_CHOICES), default="coco", show_default=True,
               help="coco = pycocotools' COCOeval numbers; unity = datasetinsights' mAP/mAPIOU50/mAR; both.")
-@click.option("--out", "out_path", metavar="metrics.json", help="Write the metrics as JSON (atomically).")
+@click.option("--out", "out_path", metavar="metrics.json",
+              help="Write the metrics as JSON (atomically; fractions 0-1, an undefined value as null).")
 @click.option("--iou-thresholds", default=None, metavar="0.5:0.95:0.05",
               help="IoU thresholds: start:stop:step or a list 0.5,0.75. Default: COCO's 0.50:0.95.")
 @click.option("--max-dets", default=None, metavar="1,10,100",
@@ -50,14 +51,23 @@ def parse_max_dets(text: str) -> tuple[int, ...]:
 @click.option("--errors", is_flag=True,
               help="Also TIDE's error breakdown at IoU 0.5: AP lost to classification, localization, both, "
                    "duplicate, background and missed-object errors, with counts (docs/metrics.md).")
-def score(gt_path, pred_path, protocol, out_path, iou_thresholds, max_dets, unity_max_dets, fmt, errors):
+@click.option("--ci", is_flag=True,
+              help="coco protocol: also a 95 % percentile bootstrap interval over the test images, printed beside "
+                   "each of the 12 stats and written to --out with the resamples and seed (docs/metrics.md).")
+@click.option("--ci-resamples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="--ci: resamples of the test images (each draws as many images as the set has, with "
+                   "replacement).")
+@click.option("--ci-seed", type=int, default=0, show_default=True,
+              help="--ci: seed of the image draws (numpy Generator); the same seed gives the same interval.")
+def score(gt_path, pred_path, protocol, out_path, iou_thresholds, max_dets, unity_max_dets, fmt, errors, ci,
+          ci_resamples, ci_seed):
     """Score detections against ground truth and print overall and per-class metrics.
 
     The COCO protocol reproduces pycocotools' COCOeval (bbox) to 1e-12; the unity protocol reproduces
     Unity datasetinsights' metrics (the numbers published for SynthDet / UnityGroceries-Real).
     """
     from synthgap.io import storage
-    from synthgap.metrics import CocoParams, detections_from_json, evaluate
+    from synthgap.metrics import CocoParams, bootstrap_intervals, detections_from_json, evaluate
 
     kwargs = {"unity_max_dets": unity_max_dets}
     if iou_thresholds:
@@ -68,6 +78,8 @@ def score(gt_path, pred_path, protocol, out_path, iou_thresholds, max_dets, unit
         params = CocoParams(**kwargs)
     except ValueError as e:
         raise click.UsageError(str(e)) from None
+    if ci and protocol == "unity":
+        raise click.UsageError("--ci bootstraps the coco protocol's metrics: use --protocol coco or both")
 
     gt = _load_gt(gt_path, fmt)
     if not storage.exists(pred_path):
@@ -78,9 +90,14 @@ def score(gt_path, pred_path, protocol, out_path, iou_thresholds, max_dets, unit
     click.echo(f"{len(gt.image_ids)} images, {len(gt)} ground-truth boxes, {len(dets)} detections, "
                f"{len(gt.category_ids)} classes")
     payload = {"gt": gt_path, "pred": pred_path}
-    for p in protocols:  # one result alive at a time; no per-detection match arrays (nothing prints them)
-        r = evaluate(gt, dets, protocol=p, params=params, errors=errors and p == protocols[0], matches=False)
+    for p in protocols:  # one result alive at a time; per-detection match arrays only for the bootstrap
+        bootstrap = ci and p == "coco"
+        r = evaluate(gt, dets, protocol=p, params=params, errors=errors and p == protocols[0], matches=bootstrap)
+        if bootstrap:
+            r.intervals = bootstrap_intervals(r, resamples=ci_resamples, seed=ci_seed)
         click.echo("")
+        click.echo(f"[{p} metrics as fractions 0-1" + ("; the TIDE breakdown after them in AP points, x 100]"
+                                                       if r.errors is not None else "]"))
         click.echo(r.table())  # with --errors, the breakdown follows the per-class rows
         payload[p] = r.to_dict()
         del r

@@ -18,15 +18,23 @@ _OVERRIDE_HELP = ("Set config keys, e.g. --override train.epochs=3 (repeatable; 
 _SPLIT_HELP = ("Split of {what}: a UnityGroceries-Real split file's name (train, val, test, train_small ...); "
                "for other data train / val (datasetinsights' 90/10, seed 47) or all. Default: {default}. "
                "Sets data.{key}.")
+_GROUP_BY_HELP = ("Keep groups of images whole in the generated train / val split (frames of one video, one "
+                  "session, one SOLO sequence): regex:PATTERN (PATTERN's first capture group in the file name, e.g. "
+                  "'regex:^(IMG_\\d+)_'), folder (the image's folder) or field:NAME (a sample metadata field, e.g. "
+                  "field:sequence); whole groups go to val, as near to data.val_fraction as they allow (the log says "
+                  "the share reached). Sets data.split_group_by. Default: image by image.")
+_CLASS_MAP_HELP = ("Pair a model class with a test class whose name differs: MODEL_NAME=TEST_NAME (repeatable), or "
+                   "a YAML/JSON file mapping model names to test names. Classes are matched by name (case and "
+                   "whitespace ignored), never by id; default: names only.")
 _MLFLOW_HELP = ("Log params, metrics, the resolved config and the results to this MLflow tracking URI "
                 "(a folder, file:, http(s):, sqlite:...; needs synthgap[mlflow]).")
 
 
 def _load_config(config, overrides, extra=()):
     """Load a synthgap or datasetinsights config; a datasetinsights one's translation goes to stderr."""
-    from synthgap.config import datasetinsights
+    from synthgap.config import read_config
 
-    cfg, lines = datasetinsights.load(config or "cpu_small", list(extra) + list(overrides))
+    cfg, lines = read_config(config or "cpu_small", list(extra) + list(overrides))
     if lines:
         click.echo(f"{config}: datasetinsights config, translated:", err=True)
         for line in lines:
@@ -58,16 +66,29 @@ def _setup_logging() -> None:
 @click.option("--val-split", default=None, help=_SPLIT_HELP.format(
     what="--val-data (without it: of --train-data)", key="val_split", default="UnityGroceries-Real's val; other "
     "data whole, or --train-data's val split"))
+@click.option("--group-by", default=None, metavar="SPEC", help=_GROUP_BY_HELP)
 @click.option("--resume", is_flag=True,
-              help="Continue an interrupted run from --checkpoint-file or CHECKPOINT_DIR/FasterRCNN.last.estimator.")
+              help="Continue the run in --checkpoint-dir (from its FasterRCNN.last.estimator, or --checkpoint-file) "
+                   "with the config and data it recorded: --config and --train-data may be left out. A change must "
+                   "be asked for with --override and only train.epochs, train.workers, train.log_every, "
+                   "train.tb_images, train.keep_checkpoints and eval.* may change (logged); any other is refused. "
+                   "No checkpoint there yet: a fresh start.")
+@click.option("--overwrite", is_flag=True,
+              help="Delete another run's checkpoints (FasterRCNN.*.estimator and config.yaml) in --checkpoint-dir "
+                   "and train a new run there. Default: a folder holding another run's checkpoints is refused.")
 @click.option("--seed", type=int, default=None, help="Random seed (overrides train.seed).")
 @click.option("--override", "overrides", multiple=True, help=_OVERRIDE_HELP)
 @click.option("--output", default=None, help="Write a JSON summary of the run here.")
 @click.option("--mlflow-uri", default=None, help=_MLFLOW_HELP)
 @click.option("--mlflow-experiment", default="synthgap", show_default=True, help="MLflow experiment name.")
+@click.option("--mlflow-strict", is_flag=True,
+              help="Stop the run when an MLflow call fails during training (after that epoch's checkpoints are "
+                   "written). Default: warn once and train on without tracking. Each call is bounded (10 s per "
+                   "request, 2 retries, unless MLFLOW_HTTP_REQUEST_TIMEOUT / _MAX_RETRIES are set).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train(config, train_data, val_data, checkpoint_file, checkpoint_dir, tb_log_dir, workers, no_cuda, no_val,
-          train_split, val_split, resume, seed, overrides, output, mlflow_uri, mlflow_experiment, no_progress):
+          train_split, val_split, group_by, resume, overwrite, seed, overrides, output, mlflow_uri, mlflow_experiment,
+          mlflow_strict, no_progress):
     """Train Faster R-CNN on a dataset and write per-epoch checkpoints.
 
     Runs distributed when started with `torchrun --nproc_per_node=N -m synthgap train ...`.
@@ -84,9 +105,18 @@ def train(config, train_data, val_data, checkpoint_file, checkpoint_dir, tb_log_
         extra.append(f"train.seed={seed}")
     extra += [f"data.{key}={value}" for key, value in (("train_split", train_split), ("val_split", val_split))
               if value is not None]
-    cfg = _load_config(config, overrides, extra)
-    cfg.data.train = train_data or cfg.data.train  # the flags override data.train / data.val
-    cfg.data.val = val_data or cfg.data.val
+    extra += [f"data.split_group_by={json.dumps(group_by)}"] if group_by is not None else []  # quoted: a regex
+    cfg = None
+    if resume:  # the run's own config and data, changed only where the command line asks (resume_config)
+        from synthgap.engine.train import resume_config
+
+        cfg = resume_config(checkpoint_dir, checkpoint_file, config=_load_config(config, overrides, extra)
+                            if config else None, overrides=[*extra, *overrides], train_data=train_data,
+                            val_data=val_data, no_val=no_val)
+    if cfg is None:
+        cfg = _load_config(config, overrides, extra)
+        cfg.data.train = train_data or cfg.data.train  # the flags override data.train / data.val
+        cfg.data.val = val_data or cfg.data.val
     if not cfg.data.train:
         raise click.UsageError("no training data: pass --train-data (or set data.train in the config)")
     _setup_logging()
@@ -97,9 +127,9 @@ def train(config, train_data, val_data, checkpoint_file, checkpoint_dir, tb_log_
 
     inputs = {"train_data": cfg.data.train, "val_data": cfg.data.val, "checkpoint_file": checkpoint_file,
               "checkpoint_dir": checkpoint_dir}
-    with tracking.run(mlflow_uri, mlflow_experiment, params={**cfg.to_dict(), "run": inputs}):
+    with tracking.run(mlflow_uri, mlflow_experiment, params={**cfg.to_dict(), "run": inputs}, strict=mlflow_strict):
         summary = run(cfg, checkpoint_dir=checkpoint_dir, tb_log_dir=tb_log_dir, checkpoint_file=checkpoint_file,
-                      resume=resume, no_cuda=no_cuda, no_val=no_val, progress=not no_progress)
+                      resume=resume, overwrite=overwrite, no_cuda=no_cuda, no_val=no_val, progress=not no_progress)
         tracking.log_final({"best_val_AP": summary.get("best_ap"), "epochs": summary["epochs"],
                             "steps": summary["steps"], "images_per_s": summary.get("images_per_s"),
                             **{f"final_val_{k}": v for k, v in (summary.get("metrics") or {}).items()}})
@@ -119,18 +149,30 @@ def train(config, train_data, val_data, checkpoint_file, checkpoint_dir, tb_log_
 @click.option("-t", "--test-data", default=None, help="Test dataset (path or URI). Overrides data.test.")
 @click.option("--test-split", default=None, help=_SPLIT_HELP.format(
     what="--test-data", key="test_split", default="UnityGroceries-Real's test; other data whole"))
+@click.option("--group-by", default=None, metavar="SPEC",
+              help=_GROUP_BY_HELP + " Use the training run's value with --test-split val.")
 @click.option("-l", "--tb-log-dir", default=None, help="TensorBoard log dir for the test metrics.")
 @click.option("-w", "--workers", type=click.IntRange(0), default=None, help="DataLoader worker processes.")
 @click.option("--no-cuda", is_flag=True, help="Run on the CPU even when CUDA is available.")
 @click.option("--override", "overrides", multiple=True, help=_OVERRIDE_HELP)
 @click.option("--output", default="evaluation", show_default=True,
-              help="Folder for predictions.json, metrics_<protocol>.json and per_class_<protocol>.txt.")
+              help="Folder for predictions.json (in the test set's class ids), label_alignment.json, "
+                   "metrics_<protocol>.json and per_class_<protocol>.txt.")
+@click.option("--class-map", "class_map", multiple=True, metavar="MODEL_NAME=TEST_NAME", help=_CLASS_MAP_HELP)
 @click.option("--mlflow-uri", default=None, help=_MLFLOW_HELP)
 @click.option("--mlflow-experiment", default="synthgap", show_default=True, help="MLflow experiment name.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def evaluate(config, checkpoint_file, test_data, test_split, tb_log_dir, workers, no_cuda, overrides, output,
-             mlflow_uri, mlflow_experiment, no_progress):
+@click.option("--ci", is_flag=True, help="Also 95 % percentile bootstrap intervals over the test images in "
+                                         "metrics_coco.json and the printed table (docs/metrics.md).")
+@click.option("--ci-resamples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="--ci: resamples of the test images.")
+@click.option("--ci-seed", type=int, default=0, show_default=True, help="--ci: seed of the image draws.")
+def evaluate(config, checkpoint_file, test_data, test_split, group_by, tb_log_dir, workers, no_cuda, overrides, output,
+             class_map, mlflow_uri, mlflow_experiment, no_progress, ci, ci_resamples, ci_seed):
     """Predict on a test dataset and score it with the COCO and datasetinsights (unity) protocols.
+
+    The model's classes are matched to the test set's by name (the line printed says how); test classes
+    the model does not know are left out of the metrics.
 
     \b
     Example:
@@ -143,6 +185,7 @@ def evaluate(config, checkpoint_file, test_data, test_split, tb_log_dir, workers
 
     extra = [f"eval.workers={workers}"] if workers is not None else []
     extra += [f"data.test_split={test_split}"] if test_split is not None else []
+    extra += [f"data.split_group_by={json.dumps(group_by)}"] if group_by is not None else []  # quoted: a regex
     overrides = [*extra, *split_overrides(overrides)]
     if config is not None:  # a synthgap or datasetinsights config, resolved here (its translation printed)
         config, overrides = _load_config(config, overrides), []
@@ -154,7 +197,9 @@ def evaluate(config, checkpoint_file, test_data, test_split, tb_log_dir, workers
               "run": {"checkpoint_file": checkpoint_file, "test_data": test_data, "overrides": " ".join(overrides)}}
     with tracking.run(mlflow_uri, mlflow_experiment, params=params):
         done = evaluate_checkpoint(checkpoint_file, test_data, output, config=config, overrides=overrides,
-                                   tb_log_dir=tb_log_dir, no_cuda=no_cuda, progress=not no_progress)
+                                   tb_log_dir=tb_log_dir, no_cuda=no_cuda, progress=not no_progress,
+                                   class_map=list(class_map), ci_resamples=ci_resamples if ci else 0,
+                                   ci_seed=ci_seed)
         for protocol, result in done["results"].items():
             tracking.log_final(result.stats, prefix=f"test_{protocol}_")
         if isinstance(config, Config):
@@ -162,8 +207,8 @@ def evaluate(config, checkpoint_file, test_data, test_split, tb_log_dir, workers
         tracking.log_files([storage.join(output, name) for name in storage.walk_files(output)
                             if name != "predictions.json"], "evaluation")
     if done["left_out"]:
-        click.echo(f"note: {done['left_out']} detections of classes absent from {test_data or 'the test set'}'s "
-                   "label map are left out of the metrics (kept in predictions.json)", err=True)
+        click.echo(f"note: {done['left_out']} detections of model classes absent from {test_data or 'the test set'} "
+                   "are left out of the metrics and of predictions.json", err=True)
     for protocol, result in done["results"].items():
         click.echo(f"== {protocol} ==\n{result.table()}")
     click.echo(f"{done['images']} images, {done['detections']} detections; results in {output}")
@@ -180,7 +225,13 @@ def evaluate(config, checkpoint_file, test_data, test_split, tb_log_dir, workers
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per forward pass.")
 @click.option("--no-cuda", is_flag=True, help="Run on the CPU even when CUDA is available.")
 @click.option("--override", "overrides", multiple=True, help=_OVERRIDE_HELP)
-def predict(checkpoint_file, images, out, config, score_thresh, batch_size, no_cuda, overrides):
+@click.option("--test-data", default=None,
+              help="A dataset (path or URI) whose class ids predictions.json is written in (classes matched by "
+                   "name; null for a class it lacks). Default: the model's own ids.")
+@click.option("--class-map", "class_map", multiple=True, metavar="MODEL_NAME=TEST_NAME",
+              help="With --test-data: " + _CLASS_MAP_HELP)
+def predict(checkpoint_file, images, out, config, score_thresh, batch_size, no_cuda, overrides, test_data,
+            class_map):
     """Detect objects in IMAGES (paths or URIs); write predictions.json and images with boxes drawn.
 
     \b
@@ -192,11 +243,107 @@ def predict(checkpoint_file, images, out, config, score_thresh, batch_size, no_c
     from synthgap.engine.evaluate import load_trained_model
     from synthgap.engine.predict import predict_images, select_device
 
+    if class_map and not test_data:
+        raise click.UsageError("--class-map goes with --test-data (the dataset whose ids predictions.json uses)")
     cfg, model, label_map = load_trained_model(checkpoint_file, config, overrides)
+    alignment = None
+    if test_data:
+        from synthgap.data import open_dataset
+        from synthgap.data.labels import align_label_maps
+
+        alignment = align_label_maps(label_map, open_dataset(test_data).label_map, class_map=list(class_map),
+                                     model_source=checkpoint_file, test_source=test_data)
+        click.echo(alignment.log_line(), err=True)
     device = select_device(no_cuda)
     results = predict_images(model.to(device), list(images), out, device, label_map=label_map or {},
                              batch_size=batch_size or cfg.eval.batch_size, workers=cfg.eval.workers,
-                             image_size=cfg.data.image_size,
+                             image_size=cfg.data.image_size, alignment=alignment,
                              score_thresh=cfg.eval.draw_score_thresh if score_thresh is None else score_thresh)
     n = sum(len(r["detections"]) for r in results)
     click.echo(f"{len(images)} images, {n} detections; drawn images and predictions.json in {out}")
+
+
+CHECKPOINT_SUFFIXES = (".estimator", ".pth", ".pt")  # what `synthgap info` reads as a checkpoint, not a dataset
+
+
+def checkpoint_info(path: str, as_json: bool = False) -> bool:
+    """`synthgap info PATH` for a checkpoint file (by its suffix, `CHECKPOINT_SUFFIXES`): print what it
+    holds (`synthgap.models.checkpoint.describe_checkpoint`) and return True; False for anything else."""
+    if not path.lower().endswith(CHECKPOINT_SUFFIXES):
+        return False
+    import yaml
+
+    from synthgap.models.checkpoint import describe_checkpoint
+
+    d = describe_checkpoint(path)
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+        return True
+    version = f", written by synthgap {d['synthgap_version']}" if d["synthgap_version"] else ""
+    click.echo(f"checkpoint:   {path} ({d['bytes'] / 1e6:.1f} MB)")
+    click.echo(f"kind:         {d['kind']}" + (f" ({d['format']}{version})" if d["format"] else ""))
+    click.echo(f"architecture: {d['architecture'] or 'unknown (a bare state_dict)'} ({d['parameters']:,} weights)")
+    classes = d["classes"] or {}
+    click.echo(f"classes:      {d['num_classes']}" + ("" if classes else " (the file has no label map)"))
+    width = max([len(name) for name in classes.values()] + [4])
+    for label, name in classes.items():
+        click.echo(f"  {name:<{width}}  id {label:>4}")
+    if d["epoch"] is not None:
+        click.echo(f"epoch:        {d['epoch']} (step {d['step']})")
+    if d["kind"] == "synthgap":
+        click.echo("resumable:    " + ("yes (the full resume state)" if d["resumable"] else
+                                       "no (FasterRCNN.best/ep files hold the model and config only)"))
+    if d["metrics"]:
+        click.echo("metrics:      val " + ", ".join(f"{k} {v:.4f}" for k, v in d["metrics"].items()) +
+                   (f"; best val AP so far {d['best_ap']:.4f}" if d["best_ap"] is not None else ""))
+    if d["config"] is not None:
+        click.echo("config:")
+        for line in yaml.safe_dump(d["config"], sort_keys=False).splitlines():
+            click.echo(f"  {line}")
+    return True
+
+
+def _recipe_summary(text: str) -> str:
+    """A packaged recipe's first comment sentence (its header says what it is for)."""
+    first = next((line[1:].strip() for line in text.splitlines() if line.startswith("#")), "")
+    return first.split(": ")[0].rstrip(".:")
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def configs(ctx):
+    """List the packaged training configs (the names --config takes), or print one with `configs show NAME`.
+
+    \b
+    Example:
+        synthgap configs
+        synthgap configs show cpu_small --resolved
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from synthgap.config import load_config, packaged_configs
+    from synthgap.config.load import read_source
+
+    names = packaged_configs()
+    width = max(len(n) for n in names)
+    models = {name: load_config(name).model.name for name in names}
+    model_width = max(len(m) for m in models.values())
+    click.echo("packaged configs (synthgap train --config NAME; synthgap configs show NAME):")
+    for name in names:
+        click.echo(f"  {name:<{width}}  {models[name]:<{model_width}}  {_recipe_summary(read_source(name))}")
+
+
+@configs.command("show")
+@click.argument("name")
+@click.option("--resolved", is_flag=True,
+              help="Print every key with its value after the defaults are filled in (what a run records in "
+                   "config.yaml). Default: the packaged file as shipped, comments included.")
+def configs_show(name, resolved):
+    """Print the packaged config NAME (YAML): a starting point for your own --config file."""
+    from synthgap.config import dump_config, load_config, packaged_configs
+    from synthgap.config.load import read_source
+
+    if name not in packaged_configs():
+        raise click.BadParameter(f"no packaged config {name!r}; packaged: {', '.join(packaged_configs())}",
+                                 param_hint="NAME")
+    click.echo(dump_config(load_config(name)) if resolved else read_source(name), nl=False)

@@ -2,9 +2,10 @@
 
 datasetinsights configured training with one yacs YAML per run (``estimator: FasterRCNN``,
 ``backbone``, ``train.dataset.args.split``, ``optimizer.args.lr`` ...). `translate` maps each of its
-keys onto `synthgap.config.Config` and says what it did, one line per key: translated, accepted with
-no effect here (and why), or refused by name (a key or value synthgap cannot honour, e.g. another
-estimator, or a key datasetinsights never had). `load` reads either kind of config file.
+keys onto `synthgap.config.Config`'s mapping and says what it did, one line per key: translated, accepted
+with no effect here (and why), or refused by name (a key or value synthgap cannot honour, e.g. another
+estimator, or a key datasetinsights never had). A pure mapping -> mapping translation: the one loader,
+`synthgap.config.load.read_config`, recognises such a file and calls it.
 
 datasetinsights' ``--override "a=1 b=2"`` set keys of *its* YAML; here an override whose key is in
 the datasetinsights file sets it there, before translation, and any other is a synthgap key
@@ -14,14 +15,12 @@ the datasetinsights file sets it there, before translation, and any other is a s
 from __future__ import annotations
 
 import copy
-import os
 import re
 from typing import Any, Iterable
 
 import yaml
 
-from synthgap.io import storage
-from synthgap.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, packaged_configs
+from synthgap.errors import ConfigError
 
 # datasetinsights' `backbone` -> torchvision architecture (its FasterRCNN used torchvision's builders).
 BACKBONES = {"resnet50": "fasterrcnn_resnet50_fpn"}
@@ -221,21 +220,3 @@ def _translate_role(key: str, value: Any, raw: dict, to, note, refuse) -> None:
                          "`synthgap download`)")
     else:
         refuse(key, value, "not a datasetinsights Faster R-CNN key synthgap knows")
-
-
-def load(source: str | None, overrides: Iterable[str] = ()) -> tuple[Config, list[str]]:
-    """Load a synthgap or a datasetinsights config (the latter translated); returns (config, translation
-    lines, empty for a synthgap config). Overrides may use the ``"a=1 b=2"`` form."""
-    overrides = split_overrides(overrides)
-    packaged = "/" not in source and not os.path.exists(source) and source.removesuffix(".yaml") in packaged_configs() \
-        if source is not None else True
-    if packaged or not storage.exists(source):
-        return load_config(source, overrides), []
-    try:
-        raw = yaml.safe_load(storage.read_text(source))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML ({e})") from None
-    if not is_estimator_config(raw):
-        return load_config(source, overrides), []
-    mapping, lines, rest = translate(raw, source, overrides)
-    return apply_overrides(config_from_dict(mapping, source), rest), lines

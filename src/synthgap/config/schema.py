@@ -1,38 +1,51 @@
 """The training/evaluation config: one YAML file validated into one typed object.
 
 Every default lives in the dataclasses below. A YAML file only lists what differs; unknown keys and
-values of the wrong type are a `ConfigError` naming the dotted key and the file. ``--override
-train.epochs=3`` sets one dotted key (the value is parsed as a YAML scalar and checked against the
-field's type). A config is named by a local path, a URI (through `synthgap.io.storage`) or the name of
-a config shipped in ``synthgap/config/recipes`` (``synthetic``, ``real``, ``finetune``, ``cpu_small``).
+values of the wrong type are a `ConfigError` naming the dotted key and the file; each section's
+``check`` holds the range rules of its own fields. Loading (files, URIs, packaged recipes, dotted
+``--override`` strings) is `synthgap.config.load`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
-import os
 import types
 import typing
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-import yaml
-
-from synthgap.io import storage
 from synthgap.errors import ConfigError
+
+
+def _at_least(section: Any, source: str, minimum: float, strict: bool, names: tuple[str, ...]) -> None:
+    """ConfigError unless each ``section.<name>`` is None or >= minimum (> minimum when ``strict``)."""
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and not (value > minimum if strict else value >= minimum):
+            raise ConfigError(f"{source}: {section.PREFIX}.{name} must be {'>' if strict else '>='} {minimum:g}, "
+                              f"got {value!r}")
+
+
+def _positive(section: Any, source: str, *names: str) -> None:
+    _at_least(section, source, 0, True, names)
+
+
+def _non_negative(section: Any, source: str, *names: str) -> None:
+    _at_least(section, source, 0, False, names)
 
 
 @dataclass
 class ModelConfig:
-    """torchvision Faster R-CNN. ``None`` means "torchvision's default for this architecture"."""
+    """A Faster R-CNN. ``None`` means "the default of this architecture" (torchvision's, for its variants)."""
 
-    name: Literal["fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn",
-                  "fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_small_gn"] = "fasterrcnn_resnet50_fpn"
+    # an architecture of synthgap.models.registry (`synthgap.models.list_models()`); checked when the model
+    # is built (the registry sits above the config in the import graph, so it is not checked here)
+    name: str = "fasterrcnn_resnet50_fpn"
     # coco (torchvision's COCO-trained detector, its box predictor replaced) | a full model file: path or URI
     weights: Optional[str] = None
-    # imagenet (torchvision's ImageNet classifier) | a classification backbone's state_dict: path or URI
+    # imagenet (torchvision's, or timm's for fasterrcnn_timm_fpn) | a classification backbone's state_dict:
+    # path or URI
     weights_backbone: Optional[str] = None
     trainable_backbone_layers: Optional[int] = None
     min_size: Optional[int] = None           # the model's own resize: shorter side, pixels
@@ -50,9 +63,32 @@ class ModelConfig:
     backbone_widths: list[int] = field(default_factory=lambda: [32, 64, 128, 128])  # channels per stride-2 stage
     backbone_depths: Optional[list[int]] = None  # stride-1 convs after each stage's stride-2 conv (None: 1 each)
     backbone_norm: Literal["group", "batch", "none"] = "group"  # GroupNorm(8): batch-size independent
-    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # anchor sides, pixels
+    # anchor sides, pixels of the model's input: fasterrcnn_small_gn puts all on its one feature map,
+    # fasterrcnn_timm_fpn one per FPN map, finest first (the default: 2x its strides 8, 16, 32, 64)
+    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     anchor_aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # height / width
     box_head_width: int = 256                # the two-layer box head's hidden width
+    # fasterrcnn_timm_fpn only (any timm model with features_only; `pip install synthgap[timm]`):
+    backbone: Optional[str] = None           # a timm model name, e.g. resnet50 (None: tf_efficientnet_lite0)
+    # timm feature levels given to the FPN (indices into the model's feature_info; None: the last three,
+    # strides 8, 16, 32 px on most models); the FPN adds a max-pooled map at twice the last stride
+    backbone_out_indices: Optional[list[int]] = None
+    fpn_channels: Optional[int] = None       # channels of every FPN map (None: 256, torchvision's)
+
+    PREFIX: ClassVar[str] = "model"
+
+    def check(self, source: str) -> None:
+        """ConfigError for values no model can take (types were checked on the way in)."""
+        _positive(self, source, "box_detections_per_img", "fpn_channels")
+        if not self.name:
+            raise ConfigError(f"{source}: model.name must name an architecture (synthgap.models.list_models())")
+        if self.box_positive_fraction is not None and not 0 < self.box_positive_fraction <= 1:
+            raise ConfigError(f"{source}: model.box_positive_fraction must be in (0, 1], got "
+                              f"{self.box_positive_fraction!r}")
+        if self.backbone_depths is not None and (len(self.backbone_depths) != len(self.backbone_widths)
+                                                 or min(self.backbone_depths, default=0) < 0):
+            raise ConfigError(f"{source}: model.backbone_depths needs one count >= 0 per model.backbone_widths "
+                              f"entry ({len(self.backbone_widths)}), got {self.backbone_depths!r}")
 
 
 @dataclass
@@ -74,6 +110,17 @@ class DataConfig:
     test_split: Optional[str] = None
     split_seed: int = 47             # the train / val split of data without split files (datasetinsights')
     val_fraction: float = 0.1        # its validation share
+    # keep groups whole in that split (synthgap.data.splits.group_keys): 'regex:PATTERN' on the file name,
+    # 'folder', or 'field:NAME' of the sample metadata; None = image by image
+    split_group_by: Optional[str] = None
+
+    PREFIX: ClassVar[str] = "data"
+
+    def check(self, source: str) -> None:
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) <= 0):
+            raise ConfigError(f"{source}: data.image_size must be [width, height] > 0, got {self.image_size!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"{source}: data.val_fraction must be between 0 and 1, got {self.val_fraction!r}")
 
 
 @dataclass
@@ -89,6 +136,12 @@ class OptimizerConfig:
     lr_gamma: float = 0.1
     lr_min_ratio: float = 0.0        # cosine: final lr as a fraction of lr
     warmup_steps: int = 0            # linear warm-up over this many optimizer steps
+
+    PREFIX: ClassVar[str] = "optimizer"
+
+    def check(self, source: str) -> None:
+        _positive(self, source, "lr")
+        _non_negative(self, source, "weight_decay", "lr_step_size", "warmup_steps", "lr_min_ratio")
 
 
 @dataclass
@@ -106,6 +159,12 @@ class TrainConfig:
     tb_images: int = 4               # validation images drawn into TensorBoard each epoch
     keep_checkpoints: Optional[int] = None  # newest FasterRCNN.ep{N} files kept (best and last always); None = all
 
+    PREFIX: ClassVar[str] = "train"
+
+    def check(self, source: str) -> None:
+        _positive(self, source, "epochs", "batch_size", "accumulation_steps", "log_every")
+        _non_negative(self, source, "workers", "val_interval", "max_steps_per_epoch", "tb_images", "keep_checkpoints")
+
 
 @dataclass
 class EvalConfig:
@@ -113,6 +172,15 @@ class EvalConfig:
     workers: int = 0
     protocols: list[str] = field(default_factory=lambda: ["coco", "unity"])
     draw_score_thresh: float = 0.5   # boxes drawn by `predict` and in TensorBoard images
+
+    PREFIX: ClassVar[str] = "eval"
+
+    def check(self, source: str) -> None:
+        _positive(self, source, "batch_size")
+        _non_negative(self, source, "workers")
+        for p in self.protocols:
+            if p not in ("coco", "unity"):
+                raise ConfigError(f"{source}: eval.protocols entries must be 'coco' or 'unity', got {p!r}")
 
 
 @dataclass
@@ -122,6 +190,9 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self, source: str) -> None:  # each section checked itself when it was built
+        pass
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -137,7 +208,7 @@ class Config:
 # validation
 
 
-def _check_value(value: Any, tp: Any, key: str, source: str) -> Any:
+def check_value(value: Any, tp: Any, key: str, source: str) -> Any:
     """Return ``value`` converted to type ``tp`` or raise ConfigError naming ``key`` and ``source``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -145,7 +216,7 @@ def _check_value(value: Any, tp: Any, key: str, source: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _check_value(value, inner[0], key, source)
+        return check_value(value, inner[0], key, source)
     if origin is Literal:
         choices = typing.get_args(tp)
         if isinstance(value, str):
@@ -157,7 +228,7 @@ def _check_value(value: Any, tp: Any, key: str, source: str) -> Any:
         (item,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
-        return [_check_value(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return [check_value(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
@@ -192,14 +263,14 @@ def _build(cls: type, raw: Any, prefix: str, source: str):
         raise ConfigError(f"{source}: {prefix or 'the config'} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    raw = {_renamed(f"{prefix}.{k}" if prefix else str(k), source, v).rsplit(".", 1)[-1]: v for k, v in raw.items()}
+    raw = {renamed(f"{prefix}.{k}" if prefix else str(k), source, v).rsplit(".", 1)[-1]: v for k, v in raw.items()}
     for key in raw:
         if key not in names:
             dotted = f"{prefix}.{key}" if prefix else str(key)
             raise ConfigError(f"{source}: unknown key '{dotted}' (known keys here: {', '.join(names)})")
-    kwargs = {k: _check_value(v, hints[k], f"{prefix}.{k}" if prefix else k, source) for k, v in raw.items()}
+    kwargs = {k: check_value(v, hints[k], f"{prefix}.{k}" if prefix else k, source) for k, v in raw.items()}
     obj = cls(**kwargs)
-    _check_ranges(obj, prefix, source)
+    obj.check(source)
     return obj
 
 
@@ -207,43 +278,13 @@ def _build(cls: type, raw: Any, prefix: str, source: str):
 RENAMED = {"model.backbone_weights": "model.weights_backbone"}
 
 
-def _renamed(dotted: str, source: str, value: Any = None) -> str:
+def renamed(dotted: str, source: str, value: Any = None) -> str:
     if dotted in RENAMED:
         if value is not None:  # older checkpoints store `backbone_weights: null`: nothing to warn about
             warnings.warn(f"{source}: '{dotted}' is now '{RENAMED[dotted]}' (the old name will go)", FutureWarning,
                           stacklevel=3)
         return RENAMED[dotted]
     return dotted
-
-
-_POSITIVE = {"train.epochs", "train.batch_size", "train.accumulation_steps", "eval.batch_size",
-             "optimizer.lr", "model.box_detections_per_img", "train.log_every"}
-_NON_NEGATIVE = {"train.workers", "eval.workers", "train.val_interval", "train.max_steps_per_epoch",
-                 "optimizer.weight_decay", "optimizer.lr_step_size", "optimizer.warmup_steps", "train.tb_images",
-                 "train.keep_checkpoints", "optimizer.lr_min_ratio"}
-
-
-def _check_ranges(obj: Any, prefix: str, source: str) -> None:
-    for f in dataclasses.fields(obj):
-        key, value = f"{prefix}.{f.name}" if prefix else f.name, getattr(obj, f.name)
-        if key in _POSITIVE and not value > 0:
-            raise ConfigError(f"{source}: {key} must be > 0, got {value!r}")
-        if key in _NON_NEGATIVE and value is not None and not value >= 0:
-            raise ConfigError(f"{source}: {key} must be >= 0, got {value!r}")
-    if prefix == "data" and obj.image_size is not None and (len(obj.image_size) != 2 or min(obj.image_size) <= 0):
-        raise ConfigError(f"{source}: data.image_size must be [width, height] > 0, got {obj.image_size!r}")
-    if prefix == "model" and obj.box_positive_fraction is not None and not 0 < obj.box_positive_fraction <= 1:
-        raise ConfigError(f"{source}: model.box_positive_fraction must be in (0, 1], got {obj.box_positive_fraction!r}")
-    if prefix == "model" and obj.backbone_depths is not None and (
-            len(obj.backbone_depths) != len(obj.backbone_widths) or min(obj.backbone_depths, default=0) < 0):
-        raise ConfigError(f"{source}: model.backbone_depths needs one count >= 0 per model.backbone_widths entry "
-                          f"({len(obj.backbone_widths)}), got {obj.backbone_depths!r}")
-    if prefix == "data" and not 0 < obj.val_fraction < 1:
-        raise ConfigError(f"{source}: data.val_fraction must be between 0 and 1, got {obj.val_fraction!r}")
-    if prefix == "eval":
-        for p in obj.protocols:
-            if p not in ("coco", "unity"):
-                raise ConfigError(f"{source}: eval.protocols entries must be 'coco' or 'unity', got {p!r}")
 
 
 def from_dict(cls: type, raw: Any, source: str = "<dict>"):
@@ -255,84 +296,3 @@ def from_dict(cls: type, raw: Any, source: str = "<dict>"):
 def config_from_dict(raw: dict, source: str = "<dict>") -> Config:
     """`Config.from_dict` (kept: older call sites use this name)."""
     return Config.from_dict(raw, source)
-
-
-# ---------------------------------------------------------------------------------------------
-# loading
-
-
-def packaged_configs() -> list[str]:
-    """Names of the configs shipped inside the package."""
-    root = importlib.resources.files("synthgap.config") / "recipes"
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
-def _read_source(source: str) -> str:
-    name = source[:-5] if source.endswith(".yaml") else source
-    if "/" not in source and os.sep not in source and not os.path.exists(source) and name in packaged_configs():
-        return (importlib.resources.files("synthgap.config") / "recipes" / f"{name}.yaml").read_text("utf-8")
-    if not storage.exists(source):
-        raise ConfigError(f"{source}: config not found (neither a file/URI nor a packaged config: "
-                          f"{', '.join(packaged_configs())})")
-    return storage.read_text(source)
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"train.epochs=3"`` -> ``("train.epochs", 3)``; the value is read as a YAML scalar."""
-    if "=" not in text:
-        raise ConfigError(f"--override {text!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=3")
-    key, value = text.split("=", 1)
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--override {text!r}: value is not valid YAML ({e})") from None
-    return key.strip(), parsed
-
-
-def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
-    """Set dotted keys on a copy of ``cfg``; each value is validated against its field's type."""
-    cfg = dataclasses.replace(cfg, **{f.name: dataclasses.replace(getattr(cfg, f.name))
-                                      for f in dataclasses.fields(cfg)})
-    for text in overrides:
-        key, value = parse_override(text)
-        key = _renamed(key, f"--override {text}", value)
-        parts = key.split(".")
-        source = f"--override {text}"
-        node: Any = cfg
-        for i, part in enumerate(parts):
-            names = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
-            if part not in names:
-                raise ConfigError(f"{source}: unknown key '{'.'.join(parts[:i + 1])}'"
-                                  + (f" (known keys here: {', '.join(names)})" if names else ""))
-            if i == len(parts) - 1:
-                hint = typing.get_type_hints(type(node))[part]
-                if dataclasses.is_dataclass(hint):
-                    raise ConfigError(f"{source}: '{key}' is a section; override one of its keys instead")
-                setattr(node, part, _check_value(value, hint, key, source))
-                _check_ranges(node, ".".join(parts[:-1]), source)
-            else:
-                node = getattr(node, part)
-    return cfg
-
-
-def load_config(source: str | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Load and validate a config from a path, URI or packaged name (None = all defaults)."""
-    if source is None:
-        cfg = Config()
-    else:
-        text = _read_source(source)
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML ({e})") from None
-        if isinstance(raw, dict) and "estimator" in raw:  # datasetinsights' estimator YAML: translate it
-            from synthgap.config.datasetinsights import translate
-
-            raw, _, overrides = translate(raw, source, overrides)
-        cfg = Config.from_dict(raw, source)
-    return apply_overrides(cfg, overrides)
-
-
-def dump_config(cfg: Config) -> str:
-    """YAML text of a config (every key, defaults included)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -2,7 +2,12 @@
 
 Boxes are COCO ``bbox`` = xywh float pixels, the same convention as `Sample.boxes`, so values go
 from file to Sample and back without any conversion (no xyxy round trip, no rounding).
-Segmentation polygons/RLE are ignored: synthgap is about 2D boxes.
+``segmentation`` fills `Sample.masks` (`synthgap.data.masks`): a list of polygons ``[[x1, y1, x2, y2,
+...], ...]`` (pixels) is a `PolygonMask` (rings of fewer than 3 points are dropped), an RLE
+``{"size": [h, w], "counts": [...] or "compressed"}`` an `RLEMask` (compressed counts decoded as
+pycocotools' ``rleFrString``); an absent or empty segmentation is None. Polygon coordinates are held
+in one float64 array for the whole file. A segmentation of another shape is a `DatasetError`
+(field ``segmentation``). The writer does not write masks back.
 
 Skipping rule (``skip_invalid=True``): an invalid annotation drops its whole image, so a kept image
 never silently misses ground truth; an annotation naming an unknown image is dropped alone.
@@ -27,6 +32,7 @@ import numpy as np
 from synthgap.io import storage
 from synthgap.data.dataset import DetectionDataset
 from synthgap.data.errors import DatasetError
+from synthgap.data.masks import PolygonMask, RLEMask
 from synthgap.data.sample import MAX_IMAGE_SIDE_PX, Sample, id_array
 
 DEFAULT_JSON_NAME = "annotations.json"
@@ -95,6 +101,91 @@ def _parse_annotation(a: object, i: int, f: str) -> tuple:
         raise DatasetError(f"iscrowd must be 0, 1, true or false, got {crowd!r}", file=f, record=rec,
                            field="iscrowd", kind="bad_type")
     return ann_id, image_id, cat, bbox, area, _CROWD[crowd]
+
+
+def rle_counts(compressed: str) -> list[int]:
+    """Run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString``: 5 bits per character
+    offset by 48, a continuation bit 0x20, a sign bit 0x10 on the last character; counts after the
+    second are stored as differences to the count two before)."""
+    counts: list[int] = []
+    p, n = 0, len(compressed)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ValueError("the string ends inside a count")
+            c = ord(compressed[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+class _Segmentations:
+    """The annotations' ``segmentation`` values, compact: polygon coordinates of every annotation in one
+    float64 array (``rings``: per ring its [start, end) in it; ``ranges``: per annotation its rings), RLEs
+    as `RLEMask` by annotation row. Rows are those of the annotations list as read."""
+
+    def __init__(self, n: int):
+        self.coords: list[float] = []
+        self.ring_ends: list[int] = []
+        self.ranges = np.zeros((n, 2), dtype=np.int64)
+        self.rle: dict[int, RLEMask] = {}
+
+    def add(self, i: int, seg: object, f: str, rec: str) -> None:
+        if seg is None or (isinstance(seg, list) and not seg):
+            self.ranges[i] = len(self.ring_ends)
+            return
+        if isinstance(seg, dict):
+            self.ranges[i] = len(self.ring_ends)
+            size, counts = seg.get("size"), seg.get("counts")
+            if not (isinstance(size, list) and len(size) == 2 and all(type(v) is int and v >= 0 for v in size)):
+                raise DatasetError(f"RLE size must be [height, width] whole pixels, got {size!r}", file=f, record=rec,
+                                   field="segmentation.size", kind="bad_segmentation")
+            try:
+                if isinstance(counts, str):
+                    counts = rle_counts(counts)
+                if not (isinstance(counts, list) and all(type(v) is int and v >= 0 for v in counts)):
+                    raise ValueError("counts must be non-negative whole numbers")
+            except ValueError as e:
+                raise DatasetError(f"RLE counts are not run lengths ({e})", file=f, record=rec,
+                                   field="segmentation.counts", kind="bad_segmentation") from None
+            self.rle[i] = RLEMask(tuple(counts), (size[0], size[1]))
+            return
+        if not isinstance(seg, list) or not all(type(r) is list for r in seg):
+            raise DatasetError(f"segmentation must be a list of polygons [[x1, y1, ...], ...] or an RLE object, got "
+                               f"{str(seg)[:60]}", file=f, record=rec, field="segmentation", kind="bad_segmentation")
+        first = len(self.ring_ends)
+        for k, ring in enumerate(seg):
+            if len(ring) % 2 or not all(type(v) in _NUMBER_TYPES for v in ring):
+                raise DatasetError(f"polygon {k} must be an even number of coordinates x1, y1, x2, y2, ... (pixels)",
+                                   file=f, record=rec, field="segmentation", kind="bad_segmentation")
+            if len(ring) >= 6:  # fewer than 3 points enclose nothing
+                self.coords.extend(ring)
+                self.ring_ends.append(len(self.coords))
+        self.ranges[i] = (first, len(self.ring_ends))
+
+    def finish(self) -> None:
+        self.coords = np.asarray(self.coords, dtype=np.float64)  # type: ignore[assignment]
+        self.ring_ends = np.asarray(self.ring_ends, dtype=np.int64)  # type: ignore[assignment]
+        self.ring_starts = np.concatenate([[0], self.ring_ends[:-1]]).astype(np.int64)
+
+    def mask(self, i: int):
+        """The mask of annotation row ``i``, or None."""
+        if i in self.rle:
+            return self.rle[i]
+        a, b = self.ranges[i]
+        if a == b:
+            return None
+        rings = tuple(tuple(map(tuple, self.coords[self.ring_starts[r]:self.ring_ends[r]].reshape(-1, 2).tolist()))
+                      for r in range(a, b))
+        return PolygonMask(rings)
 
 
 def _float_rows(rows: list, shape: tuple) -> tuple[np.ndarray, list[int]]:
@@ -218,10 +309,17 @@ class CocoDataset(DetectionDataset):
         cols: list[tuple] = []
         bad_rows: list[int] = []
         nan_row = (0, 0, 0, (np.nan,) * 4, np.nan, False)
+        segs = _Segmentations(n)
         for i, a in enumerate(annotations):
             try:
                 cols.append(_parse_annotation(a, i, f))
+                if "segmentation" in a:
+                    ann_id = cols[-1][0]
+                    segs.add(i, a["segmentation"], f, f"annotations[{i}] (id {ann_id})" if ann_id else
+                             f"annotations[{i}]")
             except DatasetError as e:
+                if len(cols) == i + 1:  # the annotation parsed; its segmentation did not
+                    cols.pop()
                 cols.append(nan_row)
                 bad_rows.append(i)
                 image_id = a.get("image_id") if isinstance(a, dict) else None
@@ -277,6 +375,9 @@ class CocoDataset(DetectionDataset):
         self._ann_areas = areas[order]
         self._ann_crowd = crowd[order]
         self._ann_ids = ann_ids[order]
+        self._ann_rows = order  # row in the annotations list, for the masks
+        segs.finish()
+        self._segs = segs if (segs.rle or len(segs.ring_ends)) else None
         sorted_rows = rows[order]
         n_images = len(self._image_ids)
         self._start = np.searchsorted(sorted_rows, np.arange(n_images), side="left")
@@ -339,9 +440,16 @@ class CocoDataset(DetectionDataset):
             image=self.image_path(r), width=int(self._widths[r]), height=int(self._heights[r]),
             boxes=boxes, labels=self._ann_labels[s:e], image_id=int(self._image_ids[r]),
             instance_ids=tuple(int(v) for v in self._ann_ids[s:e]), iscrowd=self._ann_crowd[s:e],
-            areas=areas,
+            areas=areas, masks=self._masks(s, e),
             metadata={"file_name": self._file_names[r], "source": self.json_path},
         )
+
+    def _masks(self, start: int, end: int) -> tuple:
+        """Masks of the sorted annotations [start, end): () when the file has no segmentation at all."""
+        if self._segs is None or start == end:
+            return ()
+        masks = tuple(self._segs.mask(int(i)) for i in self._ann_rows[start:end])
+        return masks if any(m is not None for m in masks) else ()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ READERS: Mapping[str, str] = {
     "solo": "synthgap.data.solo:SoloDataset",
     "perception": "synthgap.data.perception:PerceptionDataset",
     "groceries-real": "synthgap.data.groceries_real:GroceriesRealDataset",
+    "supervisely": "synthgap.data.supervisely:SuperviselyDataset",  # before coco: meta.json is a lone JSON
+    "yolo": "synthgap.data.yolo:YoloDataset",
     "coco": "synthgap.data.coco:CocoDataset",
 }
 
@@ -71,11 +73,29 @@ def reader_class(format: str) -> type[DetectionDataset]:
     return getattr(importlib.import_module(module), name)
 
 
+def _missing(root: str, local_only: bool = False) -> bool:
+    """True when ``root`` is known not to exist. An http(s) folder URL has no listing to ask (it may 404
+    and still hold the dataset's files), so it is never called missing here; ``local_only``: ask only
+    about local paths (no network round trip)."""
+    from synthgap.io import storage  # here, not at the top: the CLI's --help imports this module
+
+    if storage.is_http(root) or (local_only and not storage.is_local(root)):
+        return False
+    return not storage.exists(root)
+
+
+def _no_such_path(root: str) -> DatasetError:
+    return DatasetError("no such file or folder", file=root, kind="missing_file")
+
+
 def detect_format(root: str) -> str:
-    """Name of the first reader whose ``detect`` accepts ``root``; DatasetError when none does."""
+    """Name of the first reader whose ``detect`` accepts ``root``; DatasetError when none does (saying
+    "no such file or folder" when that is why)."""
     for format in READERS:
         if reader_class(format).detect(root):
             return format
+    if _missing(root):
+        raise _no_such_path(root)
     raise DatasetError(f"no reader recognises this path (known formats: {', '.join(READERS)})",
                        file=root, kind="unknown_format")
 
@@ -83,9 +103,13 @@ def detect_format(root: str) -> str:
 def open_dataset(root: str, format: str | None = None, *, skip_invalid: bool = False, **options) -> DetectionDataset:
     """Open a dataset at a local path or URI, detecting its format unless ``format`` is given.
 
-    ``options`` go to the reader (e.g. ``split="test"`` for UnityGroceries-Real); ``None`` values are
-    left out, and an option the reader does not take is a DatasetError naming the path and format.
+    ``options`` go to the reader (e.g. ``split="test"`` for UnityGroceries-Real or YOLO, ``datasets=``
+    and ``label_tag=`` for Supervisely: docs/formats.md); ``None`` values are left out, and an option the
+    reader does not take is a DatasetError naming the path and format. A local path that does not exist
+    is a DatasetError saying "no such file or folder".
     """
+    if format is not None and _missing(root, local_only=True):
+        raise _no_such_path(root)  # the same message whichever reader would have tripped over it
     fmt = format or detect_format(root)
     cls = reader_class(fmt)
     options = {k: v for k, v in options.items() if v is not None}

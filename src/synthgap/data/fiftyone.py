@@ -8,16 +8,19 @@ RUN/predictions.json``). FiftyOne itself is not needed to write it (it brings Mo
     DST/predictions.json  the run's detections as a second COCO labels file: the same images and
                           categories, one annotation per detection with its ``score``
 
-`LOADER` is the Python that loads both into one FiftyOne dataset (docs/training.md shows it).
+`LOADER` is the Python that loads both into one FiftyOne dataset (docs/training.md shows it). The export is
+written into a folder beside DST and swapped in when complete (`synthgap.io.storage.replacing_folder`): a
+failed export (a bad detection, a full disk) leaves DST as it was.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Iterable, Mapping
 
-from synthgap.io import storage
+from synthgap.io import locks, storage
 from synthgap.data.coco import CocoWriter
 from synthgap.data.errors import DatasetError
 from synthgap.data.sample import Sample
@@ -57,11 +60,22 @@ def _check_detection(d, i: int, source: str, image_ids: set) -> dict:
 
 def export_run(samples: Iterable[Sample], label_map: Mapping[int, str], detections: list, dst: str,
                source: str = "<detections>") -> dict:
-    """Write ``dst`` (see the module docstring) from the test samples and the run's COCO results list.
+    """Write ``dst`` (see the module docstring) from the test samples and the run's COCO results list:
+    all of it, replacing what ``dst`` held, or, on an error, nothing (local paths; object stores are written
+    in place).
 
     Categories the detections use but the label map lacks are added as ``class_<id>``. Returns counts:
     ``{"images", "boxes", "detections"}``.
     """
+    if storage.is_local(dst):  # the folders a killed export left beside dst
+        locks.remove_stale_temps(os.path.dirname(os.path.realpath(storage.local_path(dst))))
+    with storage.replacing_folder(dst, "export") as folder:
+        return _export(samples, label_map, detections, folder, source, shown=dst)
+
+
+def _export(samples: Iterable[Sample], label_map: Mapping[int, str], detections: list, dst: str, source: str,
+            shown: str) -> dict:
+    """`export_run` into the folder ``dst`` (``shown``: the destination named in messages)."""
     # CocoWriter copies the images into dst/data/; the JSON is written below with file names relative to
     # data/ (FiftyOne's importer looks them up there), so the writer itself is never closed.
     writer = CocoWriter(storage.join(dst, "labels.json"), label_map, copy_images=True, images_dir="data")
@@ -70,7 +84,7 @@ def export_run(samples: Iterable[Sample], label_map: Mapping[int, str], detectio
         writer.add(sample)
         boxes += len(sample)
     if len(writer) == 0:
-        raise DatasetError("no images to export", file=dst, kind="empty_dataset")
+        raise DatasetError("no images to export", file=shown, kind="empty_dataset")
     gt = writer.to_dict()
     for image in gt["images"]:
         image["file_name"] = image["file_name"].removeprefix("data/")

@@ -78,34 +78,44 @@ def problem_counts(problems: Iterable[DatasetError]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def decode_problems(images: Iterable[tuple[int, str, int, int]], progress: bool = True) -> list[DatasetError]:
-    """DatasetErrors for (image_id, uri, width, height) whose file does not decode completely (missing,
-    0 bytes, truncated, not an image, too large) or whose decoded size differs from the annotated one.
+def _mismatch(uri: str, image_id: int, size: tuple[int, int], orient: int, width: int, height: int) -> DatasetError:
+    message = f"image is {size[0]}x{size[1]} but the annotation says {width}x{height}"
+    if orient in (5, 6, 7, 8) and (size[1], size[0]) == (width, height):
+        message += (f" (its EXIF orientation {orient} turns the stored {width}x{height} pixels upright: the "
+                    "annotation was made on the unturned image)")
+    return DatasetError(message, file=uri, record=f"image_id {image_id}", field="width/height", kind="size_mismatch")
+
+
+def decode_check(images: Iterable[tuple[int, str, int, int]], progress: bool = True) -> tuple[list[DatasetError], int]:
+    """(DatasetErrors, images EXIF turns) for (image_id, uri, width, height): an error for each file that does
+    not decode completely (missing, 0 bytes, truncated, not an image, too large) or whose decoded size
+    (upright, EXIF orientation applied) differs from the annotated one; the count of images whose EXIF
+    orientation is not 1 (they are decoded turned or mirrored, `synthgap.data.images`).
     Decodes every pixel: slow (6-15 ms per 640x480 image on a 2-core machine, 4 threads), so `info` does it
     only with ``--decode``."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from synthgap.data.images import check_image
+    from synthgap.data.images import check_image_exif, read_image_file
 
     images = list(images)
 
-    def check(item: tuple[int, str, int, int]) -> DatasetError | None:
+    def check(item: tuple[int, str, int, int]) -> tuple[DatasetError | None, int]:
         image_id, uri, width, height = item
         try:
-            size = check_image(uri)
+            w, h, orient = check_image_exif(read_image_file(uri), uri)
         except DatasetError as e:
-            return DatasetError(e.message, file=uri, record=f"image_id {image_id}", field="image", kind=e.kind)
-        if size != (width, height):
-            return DatasetError(f"image is {size[0]}x{size[1]} but the annotation says {width}x{height}", file=uri,
-                                record=f"image_id {image_id}", field="width/height", kind="size_mismatch")
-        return None
+            return DatasetError(e.message, file=uri, record=f"image_id {image_id}", field="image", kind=e.kind), 1
+        if (w, h) != (width, height):
+            return _mismatch(uri, image_id, (w, h), orient, width, height), orient
+        return None, orient
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # Pillow releases the GIL while decoding
         results = pool.map(check, images)
         if progress:
             results = tqdm(results, total=len(images), desc="decoding", unit="img", file=sys.stderr, disable=None,
                            leave=False)
-        return [e for e in results if e is not None]
+        results = list(results)
+    return [e for e, _ in results if e is not None], sum(orient != 1 for _, orient in results)
 
 
 def dataset_info(ds: DetectionDataset, progress: bool = True, decode: bool = False) -> tuple[dict, list[DatasetError]]:
@@ -113,7 +123,9 @@ def dataset_info(ds: DetectionDataset, progress: bool = True, decode: bool = Fal
     with their box counts, images without boxes, box sizes (pixels; COCO's small/medium/large counts),
     and every problem (records skipped while opening or reading, missing image files; with ``decode``,
     image files that do not decode or whose size differs), also as JSON-ready ``report["problems"]`` and
-    ``report["problem_counts"]``. Not problems: ``report["warnings"]`` counts boxes partly outside their
+    ``report["problem_counts"]``; with ``decode``, ``report["images_exif_rotated"]`` and
+    ``report["images_size_mismatch"]`` count the images EXIF orientation turns and those whose decoded size
+    is not the annotation's (None without ``decode``: only headers would tell, and they are not read). Not problems: ``report["warnings"]`` counts boxes partly outside their
     image (kept as written, clipped for training), ``report["skipped_sensors"]`` the captures of sensors
     that are not RGB cameras (depth, lidar, ...), by kind."""
     report = SkipReport()
@@ -133,7 +145,12 @@ def dataset_info(ds: DetectionDataset, progress: bool = True, decode: bool = Fal
         sizes.append(s.boxes[:, 2:])
         areas.append(s.box_areas)
     problems = list(ds.skipped.errors) + report.errors
-    problems += decode_problems(images, progress) if decode else missing_images(i[:2] for i in images)
+    rotated = None
+    if decode:
+        found, rotated = decode_check(images, progress)
+        problems += found
+    else:
+        problems += missing_images(i[:2] for i in images)
     if n_images == 0:
         problems.append(DatasetError("the dataset has no usable images", file=str(ds.root), kind="empty_dataset"))
     wh = np.concatenate(sizes) if sizes else np.zeros((0, 2))
@@ -155,6 +172,10 @@ def dataset_info(ds: DetectionDataset, progress: bool = True, decode: bool = Fal
                         "coco_medium": int(((area >= 32 ** 2) & (area < 96 ** 2)).sum()),
                         "coco_large": int((area >= 96 ** 2).sum())},
         "images_decoded": decode,
+        # with decode only (None otherwise): images whose EXIF orientation turns or mirrors them (boxes refer
+        # to the upright image), and images whose decoded (upright) size differs from the annotation's
+        "images_exif_rotated": rotated,
+        "images_size_mismatch": sum(e.kind == "size_mismatch" for e in problems) if decode else None,
         "problems": [problem_dict(e) for e in problems],
         "problem_counts": problem_counts(problems),
         "warnings": {"boxes_partly_outside_image": n_overhanging},

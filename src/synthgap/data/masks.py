@@ -29,9 +29,11 @@ from PIL import Image, ImageDraw
 
 @dataclass(frozen=True)
 class PolygonMask:
-    """Rings of (x, y) vertices in pixels (float); the object is the union of the filled rings."""
+    """Rings of (x, y) vertices in pixels (float); the object is the union of the filled rings minus the
+    filled ``holes`` (Supervisely ``points.interior``; COCO and YOLO polygons have none)."""
 
     rings: tuple[tuple[tuple[float, float], ...], ...]
+    holes: tuple[tuple[tuple[float, float], ...], ...] = ()
 
     def to_array(self, width: int, height: int) -> np.ndarray:
         canvas = Image.new("1", (int(width), int(height)), 0)
@@ -39,6 +41,9 @@ class PolygonMask:
         for ring in self.rings:
             if len(ring) >= 3:
                 draw.polygon([(float(x), float(y)) for x, y in ring], fill=1, outline=1)
+        for ring in self.holes:
+            if len(ring) >= 3:
+                draw.polygon([(float(x), float(y)) for x, y in ring], fill=0, outline=0)
         return np.asarray(canvas, dtype=bool)
 
     def bbox(self) -> tuple[float, float, float, float]:

@@ -1,24 +1,28 @@
 """A trained checkpoint -> a model (`load_trained_model`), and a scored test set (`evaluate_checkpoint`).
 
 Predictions come from `synthgap.engine.predict` (COCO result records, xywh pixels of each image); every
-metric number from `synthgap.metrics`.
+metric number from `synthgap.metrics`. The model's classes are matched to the test set's by name
+(`synthgap.data.labels`), never by id number.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Mapping, Sequence
 
 from synthgap.io import storage
 from synthgap.engine import tblog
 from synthgap.models.checkpoint import label_map_of, load_checkpoint, model_state
 from synthgap.config import Config, ModelConfig, apply_overrides, load_config
+from synthgap.data.labels import align_label_maps
 from synthgap.data.splits import open_split
-from synthgap.errors import ConfigError, DatasetError
-from synthgap.metrics import evaluate
+from synthgap.errors import ConfigError
+from synthgap.metrics import bootstrap_intervals, evaluate
 from synthgap.models import build_model, load_model_weights
 from synthgap.engine.predict import predict_samples, select_device
 
+log = logging.getLogger(__name__)
 
 def load_trained_model(checkpoint_file: str, config=None, overrides: Sequence[str] = ()):
     """(config, model in eval mode with the checkpoint's weights, label map or None).
@@ -67,45 +71,58 @@ def _true(value) -> bool:
 
 def evaluate_checkpoint(checkpoint_file: str, test_data: str | None, output: str, *, config=None,
                         overrides: Sequence[str] = (), test_format: str | None = None,
-                        tb_log_dir: str | None = None, no_cuda: bool = False, progress: bool = True) -> dict:
+                        tb_log_dir: str | None = None, no_cuda: bool = False, progress: bool = True,
+                        class_map=None, ci_resamples: int = 0, ci_seed: int = 0) -> dict:
     """Predict on ``test_data`` (None: the config's ``data.test``) with a trained checkpoint and score
     with each of ``cfg.eval.protocols``.
 
-    Writes into ``output`` (local folder or URI): ``predictions.json`` (COCO results, xywh pixels),
-    ``metrics_<protocol>.json`` (coco: with the TIDE error breakdown and AP by object attribute) and
-    ``per_class_<protocol>.txt``; with ``tb_log_dir``, the test
-    metrics as TensorBoard scalars. Returns ``{"results": {protocol: MetricsResult}, "images": n,
-    "detections": n, "left_out": n}`` where ``left_out`` counts detections of classes absent from
-    the test set's label map (kept in predictions.json, not scored).
+    The checkpoint's classes are matched to the test set's by name (`synthgap.data.labels.align_label_maps`;
+    ``class_map`` {model name: test name} or ``MODEL=TEST`` items / mapping files pairs names that differ;
+    the alignment's one-line description is logged): only the classes the model knows are evaluated.
+
+    Writes into ``output`` (local folder or URI): ``predictions.json`` (COCO results, xywh pixels, in the
+    test set's class ids), ``label_alignment.json`` (`LabelAlignment.to_dict`), ``metrics_<protocol>.json``
+    (coco: with the TIDE error breakdown and AP by object attribute) and ``per_class_<protocol>.txt``; with
+    ``tb_log_dir``, the test metrics as TensorBoard scalars. ``ci_resamples`` > 0: metrics_coco.json also
+    carries 95 % bootstrap intervals over the test images (`synthgap.metrics.bootstrap`, seed ``ci_seed``).
+    Returns ``{"results": {protocol: MetricsResult},
+    "images": n, "detections": n, "left_out": n, "alignment": LabelAlignment}`` where ``left_out`` counts
+    detections of model classes the test set lacks (dropped: they have no test id).
     """
     cfg, model, label_map = load_trained_model(checkpoint_file, config, overrides)
     test_data = test_data or cfg.data.test
     if not test_data:
         raise ConfigError("no test data: set data.test (synthgap evaluate --test-data)")
     ds = open_split(test_data, cfg.data.test_split, role="test", format=test_format or cfg.data.format,
-                    skip_invalid=cfg.data.skip_invalid, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction)
-    unknown = set(ds.label_map) - set(label_map if label_map is not None else ds.label_map)
-    if unknown:
-        raise DatasetError(f"label ids {sorted(unknown)} are unknown to the model {checkpoint_file}", file=test_data)
+                    skip_invalid=cfg.data.skip_invalid, seed=cfg.data.split_seed, val_fraction=cfg.data.val_fraction,
+                    group_by=cfg.data.split_group_by)
+    alignment = align_label_maps(label_map, ds.label_map, class_map=class_map, model_source=checkpoint_file,
+                                 test_source=test_data)
+    log.info("%s", alignment.log_line())
     samples = list(ds)
     device = select_device(no_cuda)
     model.to(device)
     detections = predict_samples(model, samples, device, batch_size=cfg.eval.batch_size, workers=cfg.eval.workers,
                                  image_size=cfg.data.image_size, progress=progress)
-    storage.write_json(storage.join(output, "predictions.json"), detections, indent=None)
-    scored = [d for d in detections if d["category_id"] in ds.label_map]
+    n_detections = len(detections)
+    scored, left_out = alignment.detections_to_test(detections)  # in the test set's ids
+    storage.write_json(storage.join(output, "predictions.json"), scored, indent=None)
+    storage.write_json(storage.join(output, "label_alignment.json"), alignment.to_dict())
+    known = alignment.test_samples(samples, root=test_data)  # boxes of test classes the model does not know: out
     results = {}
     for protocol in cfg.eval.protocols:
         diagnose = protocol == "coco"  # TIDE error breakdown and AP by object attribute into metrics_coco.json
-        result = evaluate(samples, scored, protocol=protocol, label_map=dict(ds.label_map), errors=diagnose,
+        result = evaluate(known, scored, protocol=protocol, label_map=alignment.test_label_map, errors=diagnose,
                           attributes=diagnose, attributes_root=test_data if diagnose else None)
+        if ci_resamples and protocol == "coco":
+            result.intervals = bootstrap_intervals(result, resamples=ci_resamples, seed=ci_seed)
         storage.write_json(storage.join(output, f"metrics_{protocol}.json"), result.to_dict())
         storage.write_text(storage.join(output, f"per_class_{protocol}.txt"), result.table() + "\n")
         results[protocol] = result
     if tb_log_dir:
         _write_test_scalars(results, tb_log_dir)
-    return {"results": results, "images": len(samples), "detections": len(detections),
-            "left_out": len(detections) - len(scored)}
+    return {"results": results, "images": len(samples), "detections": n_detections, "left_out": left_out,
+            "alignment": alignment}
 
 
 def _write_test_scalars(results: Mapping, tb_log_dir: str) -> None:

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from synthgap.io import storage
 from synthgap.data import Sample, xyxy_to_xywh
 from synthgap.data.images import load_image
-from synthgap.data.torch_dataset import TorchDetectionDataset, collate_detection
-from synthgap.report.gallery import draw_detections
+from synthgap.data.torch_dataset import TorchDetectionDataset, collate_detection, model_resize
+from synthgap.data.draw import draw_detections
 
 
 def select_device(no_cuda: bool = False, local_rank: int = 0) -> torch.device:
@@ -39,8 +39,10 @@ def make_eval_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers
                                        pin_memory=device.type == "cuda", persistent_workers=False)
 
 
-def eval_dataset(samples: Sequence[Sample], image_size) -> TorchDetectionDataset:
-    return TorchDetectionDataset(samples, image_size=tuple(image_size) if image_size else None)
+def eval_dataset(samples: Sequence[Sample], image_size, resize: tuple[int, int] | None = None) -> TorchDetectionDataset:
+    """``resize``: the model's (min_size, max_size) (`synthgap.data.torch_dataset.model_resize`): photos it
+    shrinks to half or less are decoded near its input size; predictions are scaled back by `original_sizes`."""
+    return TorchDetectionDataset(samples, image_size=tuple(image_size) if image_size else None, model_resize=resize)
 
 
 def original_sizes(samples: Iterable[Sample]) -> dict[int, tuple[int, int]]:
@@ -170,17 +172,20 @@ def predict_samples(model: torch.nn.Module, samples: Sequence[Sample], device: t
                     processes: int | None = None) -> list[dict]:
     """`predict` on samples (fed at ``image_size`` (w, h) when set): records in xywh pixels of each
     sample's own image."""
-    return predict(model, eval_dataset(samples, image_size), device, batch_size=batch_size, workers=workers,
+    return predict(model, eval_dataset(samples, image_size, model_resize(model)), device, batch_size=batch_size,
+                   workers=workers,
                    original_sizes=original_sizes(samples), progress=progress, processes=processes)
 
 
 def predict_images(model: torch.nn.Module, uris: Sequence[str], out: str, device: torch.device, *,
                    label_map: Mapping[int, str], batch_size: int, workers: int = 0, image_size=None,
-                   score_thresh: float = 0.5) -> list[dict]:
+                   score_thresh: float = 0.5, alignment=None) -> list[dict]:
     """Detect objects in unannotated images (paths or URIs) and write into ``out`` (folder or URI)
     ``NNNN_<name>.png`` per image (detections scoring at least ``score_thresh`` drawn) and
     ``predictions.json``: per image ``{"image", "drawn", "detections": [{"category_id", "bbox" (xywh
-    pixels of the image), "score", "label"}]}``, which is also returned."""
+    pixels of the image), "score", "label"}]}``, which is also returned. ``label`` is the model's class
+    name; ``category_id`` the model's id, or with ``alignment`` (a `synthgap.data.labels.LabelAlignment`
+    onto a test set) the test set's id of that class, null for a class the test set lacks."""
     sizes = {i: load_image(uri).size for i, uri in enumerate(uris)}
     detections = predict(model, ImageFiles(uris, image_size), device, batch_size=batch_size, workers=workers,
                          original_sizes=sizes)
@@ -193,7 +198,8 @@ def predict_images(model: torch.nn.Module, uris: Sequence[str], out: str, device
         drawn.save(buffer, format="PNG")
         storage.write_bytes(storage.join(out, name), buffer.getvalue())
         results.append({"image": uri, "drawn": name, "detections": [
-            {**{k: d[k] for k in ("category_id", "bbox", "score")},
-             "label": label_map.get(d["category_id"], str(d["category_id"]))} for d in dets]})
+            {"category_id": d["category_id"] if alignment is None else alignment.model_to_test.get(d["category_id"]),
+             "bbox": d["bbox"], "score": d["score"], "label": label_map.get(d["category_id"], str(d["category_id"]))}
+            for d in dets]})
     storage.write_json(storage.join(out, "predictions.json"), results)
     return results

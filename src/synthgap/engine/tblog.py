@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from synthgap.io import storage
 from synthgap.data import Sample
 from synthgap.data.images import load_image
-from synthgap.report.gallery import draw_detections
+from synthgap.data.draw import draw_detections
 
 
 def open_writer(tb_log_dir: str):

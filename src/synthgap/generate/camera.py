@@ -49,7 +49,7 @@ class NoiseBank:
         return None if level is None else level.crop((x, y, x + self.width, y + self.height))
 
 
-def _blur(img: Image.Image, sigma: float) -> Image.Image:
+def gaussian_blur(img: Image.Image, sigma: float) -> Image.Image:
     """Gaussian blur. Up to sigma 0.8 px a 3-tap kernel [a, 1 - 2a, a] with a = sigma^2 / 2 (same variance)
     is exact enough; PIL's fractional BoxBlur radius r is that kernel with a = r / (2r + 1), and
     several times cheaper than GaussianBlur."""
@@ -72,7 +72,7 @@ def synthetic_camera(img: Image.Image, rng: np.random.Generator, noise: NoiseBan
     tilt = math.sin(math.radians(rng.uniform(0, light_rotation_max_deg)))
     sigma = rng.uniform(0, blur_sigma_max) * w / 640
     strength = rng.uniform(0, noise_max) * 255
-    img = _blur(img, sigma)
+    img = gaussian_blur(img, sigma)
     # the light's gain is linear in x and y: sample it on a 16x12 grid, upsample bilinearly (exact),
     # multiply (gain / top, <= 1) and scale back by top with a lookup table
     gx = np.linspace(-0.5, 0.5, 16, dtype=np.float32) * (0.8 * tilt * math.cos(theta))
@@ -97,7 +97,7 @@ def target_camera(img: Image.Image, rng: np.random.Generator, noise: NoiseBank) 
     """White balance, exposure, overhead falloff, vignetting, defocus, tone curve, shot + read noise."""
     w, h = img.size
     sigma = rng.uniform(0.5, 1.3) * w / 640
-    rgb = np.asarray(_blur(img, sigma))
+    rgb = np.asarray(gaussian_blur(img, sigma))
     wb = np.array([1 + rng.uniform(-0.08, 0.12), 1.0, 1 + rng.uniform(-0.15, 0.05)], np.float32)
     exposure = rng.uniform(0.8, 1.15)
     y = np.linspace(0, 1, h, dtype=np.float32)[:, None]

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from synthgap.data.sample import Sample
+from synthgap.errors import SynthgapError
 from synthgap.generate.appearance import ProductAppearance, distractor_appearance, product_appearance
 from synthgap.generate.background import ClutterBank, shelf_background
 from synthgap.generate.camera import NoiseBank, synthetic_camera, target_camera
@@ -27,6 +28,26 @@ from synthgap.generate.scene import Placement, SceneConfig, curriculum_scale, sh
 
 STYLES = ("synthetic", "target")
 N_DISTRACTORS = 8
+MIN_SIDE_PX = 16
+MAX_SIDE_PX = 8192
+MAX_FRAME_PIXELS = 4096 * 4096  # the renderers hold noise and clutter banks of ~110 bytes per frame pixel
+
+
+def check_frame_size(width: int, height: int) -> None:
+    """SynthgapError unless 16 <= width, height <= 8192 px and width * height <= 4096 * 4096 px.
+
+    Both renderers keep banks of noise and clutter a little larger than the frame in memory (about
+    110 bytes per frame pixel, 1.8 GB at the limit), so a 50000 x 50000 frame would end in a
+    MemoryError (or the OOM killer) instead of a message."""
+    for value in (width, height):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise SynthgapError(f"image size must be whole pixels, got {width!r}x{height!r}")
+    if min(width, height) < MIN_SIDE_PX:
+        raise SynthgapError(f"image size must be at least {MIN_SIDE_PX}x{MIN_SIDE_PX} pixels, got {width}x{height}")
+    if max(width, height) > MAX_SIDE_PX or width * height > MAX_FRAME_PIXELS:
+        raise SynthgapError(f"image size {width}x{height} px is too large for the generator: at most {MAX_SIDE_PX} px "
+                            f"a side and {MAX_FRAME_PIXELS / 1e6:.1f} megapixels (4096x4096) a frame, since it "
+                            f"keeps about 110 bytes per pixel in memory ({width * height * 110 / 1e9:.1f} GB here)")
 
 
 @dataclass
@@ -169,8 +190,7 @@ class Renderer:
                  style: str = "synthetic", config: SceneConfig | None = None):
         if style not in STYLES:
             raise ValueError(f"unknown style {style!r}; choose one of {', '.join(STYLES)}")
-        if width < 16 or height < 16:
-            raise ValueError(f"image size must be at least 16x16 pixels, got {width}x{height}")
+        check_frame_size(width, height)
         self.class_names = list(class_names)
         self.width, self.height, self.seed, self.style = width, height, seed, style
         self.config = config or SceneConfig()

@@ -171,20 +171,45 @@ def verify(path: str, checksum: Checksum, source: str | None = None) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class NamedDataset:
-    """A public dataset: where it was published, its checksum, and the folder it unpacks into.
+    """A public dataset: where it was published, how it is verified, and the folder it unpacks into.
 
-    ``checksum`` is what Unity published: a CRC-32, which catches corruption in transit but not tampering
-    (anyone can make a file with a given CRC-32). ``sha256``, when known, is verified instead; it is None for
-    both datasets because their files could not be fetched to compute it (Unity's bucket is gone, no network
-    here). Pin one yourself with ``--checksum sha256:HEX``; the download logs the sha256 of what it got.
+    Unity's datasets (``checksum``): what Unity published is a CRC-32 of the archive, which catches
+    corruption in transit but not tampering (anyone can make a file with a given CRC-32). ``sha256``, when
+    known, is verified instead; it is None for both because their files could not be fetched to compute it
+    (Unity's bucket is gone, no network here). Pin one yourself with ``--checksum sha256:HEX``; the download
+    logs the sha256 of what it got.
+
+    Datasets with a ``manifest`` (the real photographs from GitHub): the archive's bytes are not stable
+    (GitHub builds a repository's zip on demand), so each extracted file is verified instead, against the
+    sha256 of every file of the pinned commit (`MANIFESTS`); ``url`` is that commit's archive, and the data
+    is the archive's one top folder (``<repository>-<commit>/``).
     """
 
     name: str
-    path: str  # below the base URL
-    checksum: Checksum
+    path: str  # below the base URL (Unity's datasets); "" where ``url`` is absolute
+    checksum: Checksum | None
     subfolder: str  # inside --output; the archive unpacks here
     layout: str  # what the user gets, for --help and the docs
     sha256: str | None = None
+    url: str | None = None  # the full URL, where the dataset is not below the base URL
+    manifest: bool = False  # verify every extracted file against MANIFESTS[name]
+
+
+def _manifests() -> dict[str, dict]:
+    """name -> {"repository", "commit", "files": {path inside the repository: sha256}} of the real-photo
+    datasets, computed from the files of the pinned commits (``synthgap/resources/real_manifests.json``)."""
+    from importlib import resources
+
+    return json.loads(resources.files("synthgap").joinpath("resources", "real_manifests.json").read_text("utf-8"))
+
+
+MANIFESTS = _manifests()
+
+
+def _github(name: str, layout: str) -> NamedDataset:
+    m = MANIFESTS[name]
+    return NamedDataset(name, "", None, name, layout, url=f"https://github.com/{m['repository']}/archive/"
+                                                           f"{m['commit']}.zip", manifest=True)
 
 
 DATASETS = {d.name: d for d in (
@@ -194,13 +219,45 @@ DATASETS = {d.name: d for d in (
     NamedDataset("unity-groceries-synthetic-sample", "synthetic/SynthDet.zip",
                  Checksum("crc32", f"{390326588:08x}"), "synthetic",
                  "synthetic/ (a Unity Perception legacy dataset: Dataset<id>/*.json, RGB<id>/*.png)"),
+    _github("grocery-store-shelves", "grocery-store-shelves/<repository>-<commit>/project/ (Supervisely: 37 real "
+                                     "shelf photos, 926 product boxes)"),
+    _github("snacks-catalog", "snacks-catalog/<repository>-<commit>/project/ (Supervisely: 83 product packshots "
+                              "with masks)"),
 )}
 
 
 def dataset_url(name: str) -> str:
-    """The public URL of a named dataset; the base can be changed with $SYNTHGAP_DATASETS_BASE_URL."""
+    """The public URL of a named dataset; the base of Unity's can be changed with $SYNTHGAP_DATASETS_BASE_URL."""
+    info = DATASETS[name]
+    if info.url is not None:
+        return info.url
     base = os.environ.get(BASE_URL_ENV, DEFAULT_BASE_URL).rstrip("/")
-    return f"{base}/{DATASETS[name].path}"
+    return f"{base}/{info.path}"
+
+
+def verify_manifest(folder: str, name: str) -> str:
+    """Check every file of dataset ``name``'s manifest below ``folder`` (or below its one top folder, as a
+    GitHub archive unpacks); returns the folder holding them. ChecksumError lists what is missing or differs
+    (files not in the manifest are allowed: a later commit's extras do not matter)."""
+    files = MANIFESTS[name]["files"]
+    entries = [e for e in os.listdir(folder) if not e.startswith(".")]
+    root = folder
+    if len(entries) == 1 and os.path.isdir(os.path.join(folder, entries[0])) and entries[0] not in \
+            {p.split("/", 1)[0] for p in files}:
+        root = os.path.join(folder, entries[0])
+    missing, different = [], []
+    for rel, digest in files.items():
+        path = os.path.join(root, *rel.split("/"))
+        if not os.path.isfile(path):
+            missing.append(rel)
+        elif file_checksum(path, "sha256") != digest:
+            different.append(rel)
+    if missing or different:
+        shown = [f"missing {r}" for r in missing[:5]] + [f"different {r}" for r in different[:5]]
+        raise ChecksumError(f"dataset {name} in {root}: {len(missing)} of {len(files)} files missing and "
+                            f"{len(different)} different from commit {MANIFESTS[name]['commit'][:12]} "
+                            f"({'; '.join(shown)}{'; ...' if len(missing) + len(different) > len(shown) else ''})")
+    return root
 
 
 # ---------------------------------------------------------------- HTTP with resume
@@ -535,21 +592,32 @@ def download_dataset(name: str, output: str, *, source_uri: str | None = None, *
     """Download a named public dataset (a key of `DATASETS`) into ``output/<subfolder>``.
 
     ``source_uri`` replaces the published URL (a mirror or a local copy); the published
-    checksum is still checked unless ``checksum``/``checksum_file`` is given.
+    checksum, or the manifest of every file, is still checked unless ``checksum``/``checksum_file`` is given.
+    For a manifest dataset the result's ``folder`` is the verified data folder.
     """
     if name not in DATASETS:
         raise DownloadError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     info = DATASETS[name]
     url = source_uri or dataset_url(name)
-    if kwargs.get("checksum") is None and kwargs.get("checksum_file") is None:
+    if kwargs.get("checksum") is None and kwargs.get("checksum_file") is None and not info.manifest:
         kwargs["checksum"] = Checksum("sha256", info.sha256) if info.sha256 else info.checksum
+    target = os.path.join(output, info.subfolder)
+    if info.manifest and kwargs.get("checksum") is None and os.path.isdir(target):
+        try:  # already there and intact: nothing to fetch
+            return DownloadResult(verify_manifest(target, name), None, [])
+        except ChecksumError:
+            pass
     try:
-        return download(url, os.path.join(output, info.subfolder), **kwargs)
+        result = download(url, target, **kwargs)
     except ChecksumError:
         raise
     except DownloadError as e:
+        where = "GitHub" if info.manifest else "Unity"
         raise type(e)(
-            f"dataset {name}: {e}. Unity published it at {redact(dataset_url(name))}, which may no longer "
-            f"exist (datasetinsights is archived) or not be reachable from here. If you have {posixpath.basename(info.path)}, run `synthgap download --dataset {name} "
-            f"--source-uri PATH_OR_URL --output {output}` (its checksum {info.checksum} is still checked), "
+            f"dataset {name}: {e}. {where} published it at {redact(dataset_url(name))}, which may no longer "
+            f"exist or not be reachable from here. If you have a copy, run `synthgap download --dataset {name} "
+            f"--source-uri PATH_OR_URL --output {output}` (it is still verified), "
             f"or set ${BASE_URL_ENV} to a mirror.") from None
+    if info.manifest:
+        return DownloadResult(verify_manifest(target, name), result.file, result.files)
+    return result

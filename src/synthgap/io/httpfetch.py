@@ -43,6 +43,7 @@ class HTTPStatusError(OSError):
 
 
 def is_http(uri: str) -> bool:
+    """True for an ``http://`` or ``https://`` URI (any case)."""
     return str(uri).lower().startswith(("http://", "https://"))
 
 

@@ -6,7 +6,8 @@ second writer fails at once with `FolderLockedError`, naming the holder (pid, ho
 time), as git refuses a second writer of a repository (``index.lock``). The kernel drops a flock when
 its process dies, even by ``kill -9``, so a crashed run never leaves a stale lock behind.
 
-The lock lives beside the folder, not in it, so it survives the folder being swapped for a new one
+The lock belongs to the folder's resolved path (`lock_path`), so a symlink to the folder, or to one of
+its parents, names the same lock. It lives beside the folder, not in it, so it survives the folder being swapped for a new one
 (``generate --force``), and it is removed when its last holder releases it. Shared locks let
 cooperating writers in (shards of one `generate` plan). Local paths only: object stores (``gs://``,
 ``s3://``) and ``memory://`` have no advisory locks, and there the lock is a no-op.
@@ -87,8 +88,10 @@ class FolderLockedError(SynthgapError):
 
 
 def lock_path(folder: str, key: str = "") -> str:
-    """The lock file of a local folder: ``<parent>/.<name>[.<key>].synthgap-lock``."""
-    path = os.path.abspath(storage.local_path(folder))
+    """The lock file of a local folder: ``<parent>/.<name>[.<key>].synthgap-lock``, of the folder's resolved
+    path (symlinks followed, as far as the path exists): ``ck`` and ``link-to-ck`` are one folder and so
+    one lock, else two writers could share the folder through two names."""
+    path = os.path.realpath(storage.local_path(folder))
     parent, name = os.path.split(path.rstrip(os.sep) or os.sep)
     return os.path.join(parent, f".{name or 'root'}{'.' + key if key else ''}{LOCK_SUFFIX}")
 

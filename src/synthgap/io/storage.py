@@ -59,8 +59,7 @@ def is_local(uri: str) -> bool:
     return protocol(uri) == "file"
 
 
-def is_http(uri: str) -> bool:
-    return protocol(uri) in ("http", "https")
+is_http = httpfetch.is_http  # one definition: http(s) URIs are read through httpfetch, not fsspec
 
 
 def local_path(uri: str) -> str:
@@ -368,7 +367,69 @@ def write_text(uri: str, text: str) -> None:
 
 
 def write_json(uri: str, obj: Any, indent: int | None = 2) -> None:
-    write_text(uri, json.dumps(obj, indent=indent) + "\n")
+    """Write ``obj`` as standard JSON: a NaN or infinite float (an undefined metric) is written ``null``, not
+    Python's bare ``NaN`` / ``Infinity``, which JSON parsers outside Python reject."""
+    try:
+        text = json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:  # only then walk the object: large prediction lists stay one dumps call
+        text = json.dumps(_finite(obj), indent=indent, allow_nan=False)
+    write_text(uri, text + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN / infinite float replaced by None (dicts, lists and tuples walked)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+@contextlib.contextmanager
+def replacing_folder(uri: str, tag: str = "replace") -> Iterator[str]:
+    """Write a whole folder so that ``uri`` holds either what it held before or the complete new content,
+    never a part: yields an empty folder beside ``uri`` to write into; on a clean exit it takes the place of
+    ``uri`` (two renames; the old tree is deleted after), on an exception it is deleted and ``uri`` is left
+    as it was. The temporary names (``.synthgap-<tag>-<pid>-...``) are the ones
+    `synthgap.io.locks.remove_stale_temps` of the parent folder removes after a kill. A symlink ``uri`` has
+    its target replaced. Object stores have no folder rename: there ``uri`` itself is yielded, written in
+    place."""
+    uri = os.fspath(uri)
+    if not is_local(uri):
+        yield uri
+        return
+    path = os.path.realpath(local_path(uri))
+    parent = os.path.dirname(path)
+    stamp = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    new = os.path.join(parent, f".synthgap-{tag}-{stamp}")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        os.mkdir(new)
+    except OSError as e:
+        raise _write_error(uri, e) from e
+    try:
+        yield new
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    old = None
+    try:
+        if os.path.lexists(path):
+            old = os.path.join(parent, f".synthgap-old-{stamp}")
+            os.rename(path, old)
+        os.rename(new, path)
+    except OSError as e:
+        if old is not None and not os.path.lexists(path):
+            os.rename(old, path)  # the old folder back in place
+        shutil.rmtree(new, ignore_errors=True)
+        raise _write_error(uri, e) from e
+    if old is not None:
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.unlink(old)
 
 
 def copy(src_uri: str, dst_uri: str) -> None:

@@ -6,6 +6,8 @@
     print(result.table()); result.stats["AP"]; result.per_class[3]["AP50"]
     result = evaluate(samples, detections, errors=True, attributes=True)     # + why AP is lost
     result.errors.dap["bkg"]; result.attributes["occlusion"]["bins"]        # TIDE dAP, AP by attribute
+    result.intervals = bootstrap_intervals(result)                          # 95 % intervals over test images
+    paired_difference(result_a, result_b, "AP50")                           # b - a, same image resamples
 
 See docs/metrics.md for both protocols and how they differ.
 """
@@ -14,6 +16,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from synthgap.metrics.bootstrap import (Difference, HierarchicalDifference, Intervals, bootstrap_intervals,
+                                        hierarchical_difference, image_weights, paired_difference,
+                                        resample_metrics, units_needed)
 from synthgap.metrics.coco import CocoParams, evaluate_coco
 from synthgap.metrics.inputs import (DETECTION_DTYPE, Detections, GroundTruth, detections_from_json,
                                      detections_from_records, ground_truth_from_coco, ground_truth_from_samples)
@@ -83,4 +88,6 @@ def evaluate(ground_truth: Sequence | Mapping | GroundTruth, detections: Any, pr
 
 __all__ = ["evaluate", "load_ground_truth", "CocoParams", "MetricsResult", "Matches", "GroundTruth",
            "Detections", "DETECTION_DTYPE", "PROTOCOLS", "detections_from_records",
-           "detections_from_json", "ErrorBreakdown", "evaluate_errors"]
+           "detections_from_json", "ErrorBreakdown", "evaluate_errors", "bootstrap_intervals", "paired_difference",
+           "hierarchical_difference", "units_needed", "image_weights", "resample_metrics", "Intervals",
+           "Difference", "HierarchicalDifference"]

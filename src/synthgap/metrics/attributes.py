@@ -15,7 +15,7 @@ Attributes (``ATTRIBUTES``):
   the image edge. A detection is tested the same way.
 * ``occlusion``: visible fraction = visible pixels / unoccluded pixels of the object, where the data has
   both (the generator's ``frames.*.jsonl`` side table or ``Sample.metadata["visible_pixels"]`` and
-  ``["full_pixels"]``; see `synthgap.stats.VisiblePixels`). A detection has no visible fraction: an unmatched
+  ``["full_pixels"]``; see `synthgap.data.visibility.VisiblePixels`). A detection has no visible fraction: an unmatched
   detection is a false positive in every occlusion bin. Boxes without the numbers are ignored in every bin;
   the attribute is left out (``available: false``) when no box has them.
 
@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from synthgap.metrics.coco import DEFAULT_AREA_RANGES, CocoParams, evaluate_coco
 from synthgap.metrics.inputs import Detections, GroundTruth
+from synthgap.metrics.result import attributes_table  # noqa: F401 (lives beside its one user; re-exported)
 
 ATTRIBUTES = ("size", "aspect", "truncation", "occlusion")
 ASPECT_BINS = (("<1:2", 0.0, 0.5), ("1:2-4:5", 0.5, 0.8), ("square", 0.8, 1.25), ("5:4-2:1", 1.25, 2.0),
@@ -47,7 +48,7 @@ def box_attributes(samples: Sequence, *, root: str | None = None, border_px: flo
     """Per ground-truth box (rows in sample then box order, as `ground_truth_from_samples`): ``aspect``,
     ``truncation`` (1.0 at the border, 0.0 inside), ``occlusion`` (visible fraction, NaN where unknown) and
     ``occlusion_source`` (where the visible pixels came from, or None)."""
-    from synthgap.stats.accumulate import VisiblePixels
+    from synthgap.data.visibility import VisiblePixels
 
     visible = VisiblePixels(root)
     aspect, trunc, occl = [], [], []
@@ -149,16 +150,3 @@ def evaluate_attributes(samples: Sequence, gt: GroundTruth, dt: Detections, *, r
         out["occlusion"] = {"available": False, "bins": {},
                             "reason": "no visible/unoccluded pixel counts in this dataset"}
     return out
-
-
-def attributes_table(attributes: Mapping[str, Any]) -> str:
-    """Readable text of `evaluate_attributes` output: one line per bin."""
-    lines = [f"  {'attribute':<11}{'bin':<22}{'AP':>8}{'AP50':>8}{'AR':>8}{'boxes':>8}"]
-    for name, a in attributes.items():
-        if not a.get("available"):
-            lines.append(f"  {name:<11}{'(not available)':<22}")
-            continue
-        for label, d in a["bins"].items():
-            f = (lambda v: "-" if v is None else f"{v:.4f}")
-            lines.append(f"  {name:<11}{label:<22}{f(d['AP']):>8}{f(d['AP50']):>8}{f(d['AR']):>8}{d['num_gt']:>8}")
-    return "\n".join(lines)

@@ -378,8 +378,11 @@ def _per_class(gt: GroundTruth, precision, recall, thr, p: CocoParams, npig, ev_
 
 
 def _matches(gt: GroundTruth, dt: Detections, ev, cand, dtm, det_out, gt_ig, thr) -> Matches:
-    """Match results of the first area range, indexed by input detection rows and ground-truth rows."""
+    """Match results of the first area range, indexed by input detection rows and ground-truth rows; and of
+    every area range for the candidate detections (what the bootstrap needs)."""
     D, G, T = len(dt), len(gt), len(thr)
+    outside = np.zeros((D, det_out.shape[1]), bool)
+    outside[ev] = det_out
     evaluated = np.zeros(D, bool)
     evaluated[ev] = True
     det_gt = np.full((D, T), -1, _row_dtype(G))
@@ -397,4 +400,5 @@ def _matches(gt: GroundTruth, dt: Detections, ev, cand, dtm, det_out, gt_ig, thr
                    det_category_id=gt.category_ids[dt.category], det_score=dt.scores, det_evaluated=evaluated,
                    det_gt=det_gt, det_ignore=det_ignore, gt_image_id=gt.image_ids[gt.image],
                    gt_category_id=gt.category_ids[gt.category], gt_id=gt.ids, gt_box=gt.boxes,
-                   gt_ignore=gt_ig[:, 0], gt_det=gt_det)
+                   gt_ignore=gt_ig[:, 0], gt_det=gt_det, image_ids=gt.image_ids, det_outside=outside,
+                   gt_ignore_area=gt_ig, area_det=ev[cand], area_gt=dtm)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -27,6 +27,16 @@ class Matches:
         gt_image_id, gt_category_id: (G,); gt_id: (G,) COCO annotation id (1-based running index for Samples).
         gt_box: (G, 4) xywh pixels; gt_ignore: (G,) crowd or outside the area range (never a miss).
         gt_det: (G, T) int row of the detection that matched the box, -1 for a miss.
+
+    COCO protocol only, every area range (what `synthgap.metrics.bootstrap` recomputes the metrics from;
+    None from the unity protocol):
+        image_ids: (N,) every ground-truth image (sorted ids, with or without boxes and detections): the test
+            images a bootstrap resamples; ``det_*``/``gt_*`` image ids are among them.
+        det_outside: (D, A) bool, the detection's own area (w*h px^2) is outside area range a.
+        gt_ignore_area: (G, A) bool, crowd or ``area`` outside area range a (column 0 = ``gt_ignore``).
+        area_det: (C,) rows of the evaluated detections with a candidate box (IoU >= the lowest threshold).
+        area_gt: (C, A, T) the ground-truth row each of those matched per area range and IoU threshold, -1
+            when unmatched (``area_gt[:, 0] == det_gt[area_det]``).
     """
 
     iou_thresholds: np.ndarray
@@ -42,6 +52,11 @@ class Matches:
     gt_box: np.ndarray
     gt_ignore: np.ndarray
     gt_det: np.ndarray
+    image_ids: np.ndarray | None = None
+    det_outside: np.ndarray | None = None
+    gt_ignore_area: np.ndarray | None = None
+    area_det: np.ndarray | None = None
+    area_gt: np.ndarray | None = None
 
     def for_image(self, image_id: int, iou_threshold: float = 0.5) -> dict[str, Any]:
         """Detections (TP/FP/ignored) and ground truth (matched/missed) of one image at one IoU threshold.
@@ -91,6 +106,8 @@ class MetricsResult:
         matches: per-detection / per-box match results (`Matches`); None from ``evaluate(..., matches=False)``.
         errors: TIDE error breakdown (`synthgap.metrics.tide.ErrorBreakdown`) or None.
         attributes: AP / recall by object attribute bin (`synthgap.metrics.attributes`) or None.
+        intervals: bootstrap intervals over the test images (`synthgap.metrics.bootstrap.Intervals`) or None;
+            set by ``result.intervals = bootstrap_intervals(result)`` (``synthgap score --ci``).
     """
 
     protocol: str
@@ -105,10 +122,12 @@ class MetricsResult:
     extra: dict[str, Any] = field(default_factory=dict)
     errors: Any = None        # synthgap.metrics.tide.ErrorBreakdown, from evaluate(..., errors=True)
     attributes: dict[str, Any] | None = None  # synthgap.metrics.attributes output, from evaluate(..., attributes=True)
+    intervals: Any = None     # synthgap.metrics.bootstrap.Intervals, from bootstrap_intervals(result)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: protocol, params, stats, per-class numbers (arrays are left out); plus
-        ``errors`` (TIDE breakdown) and ``attributes`` (AP by object attribute) when they were computed."""
+        ``errors`` (TIDE breakdown), ``attributes`` (AP by object attribute) and ``intervals`` (bootstrap, with
+        its resamples and seed) when they were computed."""
         out = {"protocol": self.protocol, "params": self.params,
                "stats": {k: float(v) for k, v in self.stats.items()},
                "per_class": {str(k): {m: _jsonable(v) for m, v in d.items()} for k, d in self.per_class.items()}}
@@ -116,15 +135,27 @@ class MetricsResult:
             out["errors"] = self.errors.to_dict()
         if self.attributes is not None:
             out["attributes"] = self.attributes
+        if self.intervals is not None:
+            out["intervals"] = self.intervals.to_dict()
         return out
 
     def table(self) -> str:
-        """Readable text: the summary stats, then one row per class ("n/a" / "-": no ground truth); then the
-        TIDE error breakdown and AP by attribute when they were computed."""
+        """Readable text: the summary stats (with their bootstrap interval when computed), then one row per
+        class ("n/a" / "-": no ground truth); then the TIDE error breakdown and AP by attribute when they were
+        computed."""
         lines = [f"{self.protocol} protocol"]
         width = max(len(k) for k in self.stats) if self.stats else 4
         for k, v in self.stats.items():
-            lines.append(f"  {k:<{width}}  {_fmt(v)}")
+            ci = self.intervals.stats.get(k) if self.intervals is not None else None
+            lines.append(f"  {k:<{width}}  {_fmt(v)}" + (f"  [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""))
+        if self.intervals is not None:
+            iv = self.intervals
+            lines.append(f"  [..]: {100 * iv.level:g} % percentile bootstrap interval over the {iv.images} test images "
+                         f"({iv.resamples} resamples, seed {iv.seed})")
+            high = [k for k, v in self.stats.items() if iv.stats.get(k) and iv.std[k] and iv.mean[k] - v > iv.std[k]]
+            if high:  # AP of duplicated images runs high where precision is low: say so (docs/metrics.md)
+                lines.append(f"  note: the resampled {', '.join(high)} average more than one standard error above "
+                             "the full-set value; the interval is shifted up (docs/metrics.md, uncertainty)")
         if self.per_class:
             metrics = [m for m in next(iter(self.per_class.values())) if m not in ("name",)]
             name_w = max(8, *(len(str(d["name"])) for d in self.per_class.values()))
@@ -136,7 +167,6 @@ class MetricsResult:
         if self.errors is not None:
             lines += ["", self.errors.table()]
         if self.attributes is not None:
-            from synthgap.metrics.attributes import attributes_table
             lines += ["", "AP by object attribute (COCO AP@[.5:.95], AP50, AR100 per bin)",
                       attributes_table(self.attributes)]
         return "\n".join(lines)
@@ -188,3 +218,16 @@ def _jsonable(v: Any) -> Any:
         return int(v)
     v = float(v)
     return None if math.isnan(v) else v
+
+
+def attributes_table(attributes: Mapping[str, Any]) -> str:
+    """Readable text of `synthgap.metrics.attributes.evaluate_attributes` output: one line per bin."""
+    lines = [f"  {'attribute':<11}{'bin':<22}{'AP':>8}{'AP50':>8}{'AR':>8}{'boxes':>8}"]
+    for name, a in attributes.items():
+        if not a.get("available"):
+            lines.append(f"  {name:<11}{'(not available)':<22}")
+            continue
+        for label, d in a["bins"].items():
+            f = (lambda v: "-" if v is None else f"{v:.4f}")
+            lines.append(f"  {name:<11}{label:<22}{f(d['AP']):>8}{f(d['AP50']):>8}{f(d['AR']):>8}{d['num_gt']:>8}")
+    return "\n".join(lines)

@@ -16,9 +16,19 @@ A ground-truth box nobody matched and no ``cls``/``loc`` error points at is a ``
 a ``cls``/``loc`` error becomes a true positive (its box's highest-scoring such error only; the others
 are dropped), ``dupe``/``bkg``/``both`` detections are dropped, a ``miss`` is removed from the ground
 truth. The "special" errors: ``false_pos`` = AP with every false positive scored 0, ``false_neg`` = AP
-with every missed box removed, each minus AP. A fix that leaves no class to evaluate (e.g. every box
-was missed and the misses are removed) counts as AP 1, where tidecv divides by zero; ``ap`` of a set
-with no ground truth and no detections is NaN.
+with every missed box removed (the detections as they are), each minus AP. A fix that leaves no class to
+evaluate (e.g. every box was missed and the misses are removed) counts as AP 1, where tidecv divides by
+zero; ``ap`` of a set with no ground truth and no detections is NaN.
+
+Score ties, and the one difference from tidecv: tidecv rebuilds each fixed copy with the error-derived
+points first and the true positives after, so where a false positive and a true positive of one class
+share a score, the false positive ranks first in every fixed copy, and that copy loses precision to the
+re-ordering alone. For the main dAPs tidecv clips the result at 0 ("likely due to binning differences");
+they are reproduced as they are (understated on such ties: never negative). Its ``false_neg`` is not
+clipped and goes negative with no missed box at all: on a set whose every detection is written twice with
+the same score it reports -25.6 AP points where nothing can be fixed (tests/metrics/test_tide.py). Here
+``false_neg`` keeps the detections in their original order, so it is 0 without missed boxes and never
+negative; it equals tidecv's whenever no false positive ties a true positive.
 
 TIDE's own AP (``ap``, AP at IoU ``pos``) differs from COCO's AP50 on purpose, as tidecv computes it:
 detections are capped at ``max_dets`` per image across classes (COCO: per class); matching takes the
@@ -89,15 +99,17 @@ class ErrorBreakdown:
                 "params": dict(self.params)}
 
     def table(self) -> str:
-        """Readable text: AP, then dAP and count per error type (dAP in AP points x 100, as TIDE prints)."""
-        lines = [f"TIDE error breakdown (IoU {self.params.get('pos_threshold', 0.5)}): AP {100 * self.ap:.2f}",
-                 f"  {'type':<20}{'dAP':>8}{'share':>8}{'count':>9}"]
+        """Readable text: AP, then dAP and count per error type, in AP points (fractions x 100, as TIDE
+        prints them; the header says so, since COCO's stats beside it are printed as fractions)."""
+        lines = [f"TIDE error breakdown (IoU {self.params.get('pos_threshold', 0.5)}; AP and dAP in AP points, "
+                 f"i.e. fractions x 100): AP {100 * self.ap:.2f}",
+                 f"  {'type':<20}{'dAP x100':>9}{'share':>8}{'count':>9}"]
         share = self.share
         for t in ERROR_TYPES:
-            lines.append(f"  {t + ' (' + ERROR_NAMES[t] + ')':<20}{100 * self.dap[t]:>8.2f}{share[t]:>8.1%}"
+            lines.append(f"  {t + ' (' + ERROR_NAMES[t] + ')':<20}{100 * self.dap[t]:>9.2f}{share[t]:>8.1%}"
                          f"{self.counts[t]:>9}")
         for t in SPECIAL_TYPES:
-            lines.append(f"  {t:<20}{100 * self.special[t]:>8.2f}")
+            lines.append(f"  {t:<20}{100 * self.special[t]:>9.2f}")
         return "\n".join(lines)
 
 
@@ -200,7 +212,7 @@ def evaluate_errors(gt: GroundTruth, dt: Detections, *, pos_threshold: float = 0
         dap[t] = max(_mean(ap_t, valid_t, 1.0) - ap, 0.0) if not math.isnan(ap) else math.nan
         per_class_dap[t] = np.maximum(ap_t - base_ap, 0.0)
     fp_ap, fp_valid = scen.ap(false_pos=True)
-    fn_ap, fn_valid = scen.ap(num_gt=num_gt - fn_per_class)
+    fn_ap, fn_valid = scen.ap(num_gt=num_gt - fn_per_class, grouped=False)  # original order: see the docstring
     special = {"false_pos": _mean(fp_ap, fp_valid, 1.0) - ap, "false_neg": _mean(fn_ap, fn_valid, 1.0) - ap}
 
     counts = {t: int((e_type == _CODE[t]).sum()) for t in ERROR_TYPES if t != "miss"}
@@ -319,10 +331,12 @@ class _Scenarios:
         self.base_order = _order(cat, score, None)
         self.group_order = _order(cat, score, self.group)
 
-    def ap(self, fix: str | None = None, num_gt: np.ndarray | None = None,
-           false_pos: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(AP per class, whether the class counts in the mean) for one scenario."""
-        grouped = fix is not None or false_pos or num_gt is not None
+    def ap(self, fix: str | None = None, num_gt: np.ndarray | None = None, false_pos: bool = False,
+           grouped: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(AP per class, whether the class counts in the mean) for one scenario; ``grouped``: in a fixed
+        copy's order (error-derived points before true positives on score ties; default: for every fix)."""
+        if grouped is None:
+            grouped = fix is not None or false_pos or num_gt is not None
         num_gt = self.num_gt if num_gt is None else num_gt
         kept = ~self.ignored                             # ignored detections are not data points ...
         cat, tp = self.cat, self.tp

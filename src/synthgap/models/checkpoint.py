@@ -24,6 +24,7 @@ import posixpath
 import random
 import re
 import types
+import zipfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -115,14 +116,51 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def load_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> Any:
-    """Load a checkpoint (synthgap's, datasetinsights', or a bare state_dict) without executing code."""
+def verify_integrity(data: bytes, uri: str) -> None:
+    """CheckpointError unless every entry of a torch zip checkpoint matches the CRC-32 recorded for it.
+
+    torch's loader never checks them, so a damaged block in a weight tensor (a bad disk, a broken copy)
+    loaded as other weights, silently. ``torch.save`` writes a CRC-32 per entry (unless
+    ``torch.serialization.set_crc32_options(False)``, which writes 0: such entries are not checked);
+    torch's legacy non-zip format has none and is not checked. About 1 s per GB."""
+    if not data.startswith(b"PK"):
+        return
     try:
-        data = storage.read_bytes(uri)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for entry in archive.infolist():
+                if entry.CRC == 0:
+                    continue
+                try:
+                    with archive.open(entry) as f:  # zipfile compares the CRC-32 when the entry is read through
+                        while f.read(1 << 22):
+                            pass
+                except zipfile.BadZipFile as e:
+                    if "CRC" not in str(e):
+                        raise
+                    raise CheckpointError(f"{uri}: the file is damaged: its entry {entry.filename} fails its "
+                                          "CRC-32 check (the bytes changed after torch wrote them); use another "
+                                          "copy or checkpoint") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
+        raise CheckpointError(f"{uri}: the file is damaged or cut off: not a readable zip container ({e})") from None
+
+
+def _read(uri: str) -> bytes:
+    try:
+        return storage.read_bytes(uri)
     except FileNotFoundError:
         raise CheckpointError(f"{uri}: checkpoint file not found") from None
     except (PermissionError, IsADirectoryError) as e:
         raise CheckpointError(f"{uri}: cannot read the checkpoint ({e.strerror or type(e).__name__})") from None
+
+
+def load_checkpoint(uri: str, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint (synthgap's, datasetinsights', or a bare state_dict) without executing code,
+    after checking its CRC-32s (`verify_integrity`)."""
+    return _load(_read(uri), uri, map_location)
+
+
+def _load(data: bytes, uri: str, map_location: str | torch.device = "cpu") -> Any:
+    verify_integrity(data, uri)
     try:
         obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False,
                          pickle_module=_restricted_pickle)
@@ -174,8 +212,9 @@ def set_rng_state(state: Mapping) -> None:
 
 def make_checkpoint(*, model: torch.nn.Module, optimizer=None, scheduler=None, scaler=None, epoch: int,
                     step: int, config: Mapping, label_map: Mapping[int, str], metrics: Mapping | None = None,
-                    best_ap: float | None = None) -> dict:
-    """The dict saved as a checkpoint (the format documented in docs/training.md)."""
+                    best_ap: float | None = None, early_losses=()) -> dict:
+    """The dict saved as a checkpoint (the format documented in docs/training.md). ``early_losses``: the
+    run's first batch losses, the reference of its divergence check (`synthgap.engine.train.LossGuard`)."""
     return {
         "format": FORMAT,
         "synthgap_version": __version__,
@@ -190,11 +229,12 @@ def make_checkpoint(*, model: torch.nn.Module, optimizer=None, scheduler=None, s
         "label_map": {int(k): str(v) for k, v in label_map.items()},
         "metrics": dict(metrics or {}),
         "best_ap": best_ap,
+        "early_losses": [float(v) for v in early_losses],
     }
 
 
 # what only a resume needs: FasterRCNN.last.estimator carries it, epoch files and best do not
-RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng")
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "early_losses")
 
 
 def lean(checkpoint: Mapping) -> dict:
@@ -231,9 +271,15 @@ def prune_epoch_checkpoints(checkpoint_dir: str, epoch: int, keep: int | None) -
 
 
 def save_checkpoint(checkpoint: Mapping, uri: str) -> None:
-    """Serialise in memory, then write atomically (local dir or any URI)."""
+    """Serialise in memory (with a CRC-32 per entry, which `load_checkpoint` checks), then write atomically
+    (local dir or any URI)."""
     buffer = io.BytesIO()
-    torch.save(dict(checkpoint), buffer)
+    crc = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(True)
+    try:
+        torch.save(dict(checkpoint), buffer)
+    finally:
+        torch.serialization.set_crc32_options(crc)
     storage.write_bytes(uri, buffer.getvalue())
 
 
@@ -246,3 +292,41 @@ def label_map_of(checkpoint: Mapping) -> dict[int, str] | None:
     """The label map stored in a checkpoint; datasetinsights files have none (None)."""
     lm = checkpoint.get("label_map") if isinstance(checkpoint, Mapping) else None
     return {int(k): str(v) for k, v in lm.items()} if lm else None
+
+
+_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm buffers, not weights
+
+
+def describe_checkpoint(uri: str) -> dict:
+    """What a checkpoint file holds, for `synthgap info` (loaded safely; no model is built).
+
+    ``kind`` ("synthgap", "datasetinsights" or "state_dict"), ``architecture`` (``model.name``;
+    datasetinsights' ``fasterrcnn_{backbone}_fpn``; None for a bare state_dict), ``classes`` (the label map,
+    None when the file has none), ``num_classes`` (object classes: the label map's, else the box
+    predictor's rows less the background), ``parameters`` (weights in the state_dict, BatchNorm statistics
+    left out), ``epoch``, ``step``, ``metrics`` (that epoch's validation stats), ``best_ap``, ``resumable``
+    (the full resume state of a ``last`` file), ``config`` (as trained), ``synthgap_version``, ``format``
+    and ``bytes`` (file size)."""
+    data = _read(uri)
+    ckpt = _load(data, uri)
+    state = model_state(ckpt, uri)
+    meta = ckpt if isinstance(ckpt, Mapping) and isinstance(ckpt.get("model"), Mapping) else {}
+    config = meta.get("config") if isinstance(meta.get("config"), Mapping) else None
+    if config is not None and "backbone" in config and "model" not in config:
+        kind, architecture = "datasetinsights", f"fasterrcnn_{config['backbone']}_fpn"
+    elif meta:
+        kind, architecture = "synthgap", ((config or {}).get("model") or {}).get("name")
+    else:
+        kind, architecture = "state_dict", None
+    classes = label_map_of(meta) if meta else None
+    predictor = state.get("roi_heads.box_predictor.cls_score.weight")
+    num_classes = len(classes) if classes else int(predictor.shape[0]) - 1 if predictor is not None else None
+    return {
+        "path": uri, "bytes": len(data),
+        "kind": kind, "format": meta.get("format"), "synthgap_version": meta.get("synthgap_version"),
+        "architecture": architecture, "classes": classes, "num_classes": num_classes,
+        "parameters": sum(v.numel() for k, v in state.items() if not k.endswith(_STATISTICS)),
+        "epoch": meta.get("epoch"), "step": meta.get("step"), "metrics": dict(meta.get("metrics") or {}),
+        "best_ap": meta.get("best_ap"), "resumable": all(meta.get(k) is not None for k in ("optimizer", "rng")),
+        "config": dict(config) if config is not None else None,
+    }

@@ -1,5 +1,7 @@
-"""torchvision Faster R-CNN models, built from a `ModelConfig`, with torchvision's pretrained weights or none.
+"""torchvision's Faster R-CNN variants and synthgap's from-scratch CPU model, built from a `ModelConfig`;
+the weights files they load. The architectures are registered by name in `synthgap.models.registry`.
 
+Every builder here has the registry's one signature, ``(cfg, num_classes, *, load_weights=True)``.
 ``num_classes`` counts the background: it is max label id + 1 (torchvision reserves label 0 for
 the background, so a dataset whose label map uses id 0 for an object cannot be trained as is).
 
@@ -19,7 +21,8 @@ import collections
 import os
 import urllib.error
 import urllib.parse
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -33,6 +36,131 @@ from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from synthgap.config import ModelConfig
 from synthgap.errors import SynthgapError
+
+
+class WeightsError(SynthgapError):
+    """Pretrained weights cannot be had (offline and not cached, a bad hash) or do not fit the model."""
+
+
+# ModelConfig fields passed to torchvision's FasterRCNN as keyword arguments when not None.
+_MODEL_KWARGS = ("min_size", "max_size", "box_score_thresh", "box_detections_per_img",
+                 "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
+                 "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image",
+                 "box_positive_fraction")
+
+
+def fasterrcnn_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """The `ModelConfig` settings every architecture hands to torchvision's ``FasterRCNN`` (resize in
+    pixels, RPN / RoI sampling budgets, score threshold); ``None`` leaves torchvision's default."""
+    return {k: getattr(cfg, k) for k in _MODEL_KWARGS if getattr(cfg, k) is not None}
+
+
+def num_classes_for(label_map: Mapping[int, str]) -> int:
+    """Classes the model predicts (background included) for a dataset's label map."""
+    if not label_map:
+        raise ValueError("the dataset's label map is empty: nothing to train")
+    if 0 in label_map:
+        raise ValueError(f"label id 0 ({label_map[0]!r}) is used for an object class, but Faster R-CNN "
+                         "reserves label 0 for the background; renumber the label map from 1 "
+                         "(e.g. `synthgap convert` to COCO with 1-based category ids)")
+    if min(label_map) < 0:
+        raise ValueError(f"negative label id {min(label_map)} in the label map")
+    return max(label_map) + 1
+
+
+# ---------------------------------------------------------------- torchvision's variants
+
+
+@dataclass(frozen=True)
+class _Torchvision:
+    """How torchvision builds one Faster R-CNN variant: its builder, its published ImageNet backbone and
+    COCO detector weights, and (for a backbone file) the classification model, FPN extractor and number
+    of backbone stages its builder uses."""
+
+    builder: Callable[..., detection.FasterRCNN]
+    imagenet: Any
+    coco: Any
+    classifier: Callable[..., nn.Module]
+    extractor: Callable[[nn.Module, int], nn.Module]
+    stages: int
+
+
+def _mobilenet_fpn(net: nn.Module, trainable_layers: int) -> nn.Module:
+    return _mobilenet_extractor(net, True, trainable_layers)
+
+
+_RESNET50_FPN = _Torchvision(detection.fasterrcnn_resnet50_fpn, ResNet50_Weights.IMAGENET1K_V1,
+                             detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1, resnet50, _resnet_fpn_extractor, 5)
+_MOBILENET_V3_LARGE_FPN = _Torchvision(detection.fasterrcnn_mobilenet_v3_large_fpn,
+                                       MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+                                       detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
+                                       mobilenet_v3_large, _mobilenet_fpn, 6)
+_MOBILENET_V3_LARGE_320_FPN = _Torchvision(detection.fasterrcnn_mobilenet_v3_large_320_fpn,
+                                           MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+                                           detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
+                                           mobilenet_v3_large, _mobilenet_fpn, 6)
+
+
+def fasterrcnn_resnet50_fpn(cfg: ModelConfig, num_classes: int, *, load_weights: bool = True) -> detection.FasterRCNN:
+    """torchvision's ``fasterrcnn_resnet50_fpn`` (datasetinsights' model): ResNet-50 + FPN, 5 backbone stages."""
+    return _torchvision_fasterrcnn(_RESNET50_FPN, cfg, num_classes, load_weights)
+
+
+def fasterrcnn_mobilenet_v3_large_fpn(cfg: ModelConfig, num_classes: int, *,
+                                      load_weights: bool = True) -> detection.FasterRCNN:
+    """torchvision's ``fasterrcnn_mobilenet_v3_large_fpn``: MobileNetV3-Large + FPN, 6 backbone stages."""
+    return _torchvision_fasterrcnn(_MOBILENET_V3_LARGE_FPN, cfg, num_classes, load_weights)
+
+
+def fasterrcnn_mobilenet_v3_large_320_fpn(cfg: ModelConfig, num_classes: int, *,
+                                          load_weights: bool = True) -> detection.FasterRCNN:
+    """torchvision's ``fasterrcnn_mobilenet_v3_large_320_fpn``: the same at 320 px with a smaller RPN budget."""
+    return _torchvision_fasterrcnn(_MOBILENET_V3_LARGE_320_FPN, cfg, num_classes, load_weights)
+
+
+def _torchvision_fasterrcnn(variant: _Torchvision, cfg: ModelConfig, num_classes: int,
+                            load_weights: bool) -> detection.FasterRCNN:
+    """``cfg.weights`` is None or ``coco`` here (a full model file is loaded by `registry.build_model`)."""
+    kwargs = fasterrcnn_kwargs(cfg)
+    layers = cfg.trainable_backbone_layers
+    if cfg.weights == "coco":
+        if not load_weights:
+            model = _pretrained_layout(variant, 91, layers, kwargs)
+            if variant.coco == detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1:
+                overwrite_eps(model, 0.0)  # what the builder does for this file
+        else:
+            hub_file(variant.coco.url)
+            model = variant.builder(weights=variant.coco, num_classes=None, trainable_backbone_layers=layers, **kwargs)
+        reset_box_predictor(model, num_classes)
+        return model
+    if not cfg.weights_backbone:
+        return variant.builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+    if cfg.weights_backbone == "imagenet" and load_weights:
+        hub_file(variant.imagenet.url)
+        return variant.builder(weights=None, weights_backbone=variant.imagenet, num_classes=num_classes,
+                               trainable_backbone_layers=layers, **kwargs)
+    state = None
+    if load_weights:  # a classification backbone's state_dict: path or URI
+        state = read_weights(cfg.weights_backbone)
+    return _pretrained_layout(variant, num_classes, layers, kwargs, state, source=cfg.weights_backbone)
+
+
+def _pretrained_layout(variant: _Torchvision, num_classes: int, trainable_layers: int | None, kwargs: dict,
+                       backbone_state: Mapping[str, torch.Tensor] | None = None,
+                       source: str = "") -> detection.FasterRCNN:
+    """What torchvision's builder makes when given backbone weights, with ``backbone_state`` (a
+    classification model's state_dict) or none: FrozenBatchNorm2d in the backbone, all but the last
+    ``trainable_layers`` stages (default 3) frozen. tests/models/test_detectors.py checks it against the builder."""
+    model = variant.builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+    layers = _validate_trainable_layers(True, trainable_layers, variant.stages, 3)
+    net = variant.classifier(weights=None, norm_layer=FrozenBatchNorm2d)
+    if backbone_state is not None:
+        load_backbone_weights(net, backbone_state, source)
+    model.backbone = variant.extractor(net, layers)
+    return model
+
+
+# ---------------------------------------------------------------- synthgap's from-scratch CPU model
 
 
 def small_gn_backbone(widths: list[int], norm: str = "group", depths: list[int] | None = None) -> nn.Module:
@@ -64,132 +192,21 @@ def small_gn_backbone(widths: list[int], norm: str = "group", depths: list[int] 
     return backbone
 
 
-def fasterrcnn_small_gn(cfg: ModelConfig, num_classes: int, **kwargs) -> detection.FasterRCNN:
+def fasterrcnn_small_gn(cfg: ModelConfig, num_classes: int, *, load_weights: bool = True) -> detection.FasterRCNN:
     """torchvision's FasterRCNN on `small_gn_backbone`: one feature map, anchors ``cfg.anchor_sizes``
     (pixels of the model's input) x ``cfg.anchor_aspect_ratios``, RoIAlign 7x7, a two-layer box head.
-    Built to learn fast from scratch on a CPU (BENCHMARKS.md, "A from-scratch CPU recipe")."""
+    Built to learn fast from scratch on a CPU (BENCHMARKS.md, "A from-scratch CPU recipe"); it has no
+    pretrained weights, so ``load_weights`` changes nothing."""
     backbone = small_gn_backbone(cfg.backbone_widths, cfg.backbone_norm, cfg.backbone_depths)
     anchors = AnchorGenerator(sizes=(tuple(cfg.anchor_sizes),), aspect_ratios=(tuple(cfg.anchor_aspect_ratios),))
     roi_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
     head = TwoMLPHead(backbone.out_channels * 7 * 7, cfg.box_head_width)
     return detection.FasterRCNN(backbone, rpn_anchor_generator=anchors, box_roi_pool=roi_pool, box_head=head,
-                                box_predictor=FastRCNNPredictor(cfg.box_head_width, num_classes), **kwargs)
+                                box_predictor=FastRCNNPredictor(cfg.box_head_width, num_classes),
+                                **fasterrcnn_kwargs(cfg))
 
 
-ARCHITECTURES = {
-    "fasterrcnn_resnet50_fpn": detection.fasterrcnn_resnet50_fpn,
-    "fasterrcnn_mobilenet_v3_large_fpn": detection.fasterrcnn_mobilenet_v3_large_fpn,
-    "fasterrcnn_mobilenet_v3_large_320_fpn": detection.fasterrcnn_mobilenet_v3_large_320_fpn,
-    "fasterrcnn_small_gn": fasterrcnn_small_gn,  # takes the ModelConfig (its anchors and widths)
-}
-
-# ModelConfig fields passed to torchvision's FasterRCNN as keyword arguments when not None.
-_MODEL_KWARGS = ("min_size", "max_size", "box_score_thresh", "box_detections_per_img",
-                 "rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "rpn_pre_nms_top_n_test",
-                 "rpn_post_nms_top_n_test", "rpn_batch_size_per_image", "box_batch_size_per_image",
-                 "box_positive_fraction")
-
-# torchvision's published weights per architecture: (ImageNet classification backbone, COCO detector)
-PRETRAINED = {
-    "fasterrcnn_resnet50_fpn": (ResNet50_Weights.IMAGENET1K_V1, detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1),
-    "fasterrcnn_mobilenet_v3_large_fpn": (MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-                                          detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1),
-    "fasterrcnn_mobilenet_v3_large_320_fpn": (MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-                                              detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1),
-}
-# how torchvision's builders make each backbone: classification model, FPN extractor, trainable stages
-_BACKBONES = {
-    "fasterrcnn_resnet50_fpn": (resnet50, _resnet_fpn_extractor, 5),
-    "fasterrcnn_mobilenet_v3_large_fpn": (mobilenet_v3_large, lambda m, n: _mobilenet_extractor(m, True, n), 6),
-    "fasterrcnn_mobilenet_v3_large_320_fpn": (mobilenet_v3_large, lambda m, n: _mobilenet_extractor(m, True, n), 6),
-}
-
-
-class WeightsError(SynthgapError):
-    """Pretrained weights cannot be had (offline and not cached, a bad hash) or do not fit the model."""
-
-
-def num_classes_for(label_map: Mapping[int, str]) -> int:
-    """Classes the model predicts (background included) for a dataset's label map."""
-    if not label_map:
-        raise ValueError("the dataset's label map is empty: nothing to train")
-    if 0 in label_map:
-        raise ValueError(f"label id 0 ({label_map[0]!r}) is used for an object class, but Faster R-CNN "
-                         "reserves label 0 for the background; renumber the label map from 1 "
-                         "(e.g. `synthgap convert` to COCO with 1-based category ids)")
-    if min(label_map) < 0:
-        raise ValueError(f"negative label id {min(label_map)} in the label map")
-    return max(label_map) + 1
-
-
-def build_model(cfg: ModelConfig, num_classes: int, *, load_weights: bool = True) -> detection.FasterRCNN:
-    """Faster R-CNN predicting ``num_classes`` (background included), initialised as ``cfg.weights`` /
-    ``cfg.weights_backbone`` say (random when both are null; ``weights`` wins when both are set, as in
-    torchvision).
-
-    ``load_weights=False`` builds the same layout (FrozenBatchNorm2d, frozen stages) without reading
-    or downloading any weights: for a model whose trained weights are loaded next (evaluate, resume).
-    """
-    if cfg.name not in ARCHITECTURES:
-        raise ValueError(f"unknown model {cfg.name!r}; known: {', '.join(ARCHITECTURES)}")
-    kwargs = {k: getattr(cfg, k) for k in _MODEL_KWARGS if getattr(cfg, k) is not None}
-    pretrained = bool(cfg.weights or cfg.weights_backbone)
-    if cfg.trainable_backbone_layers is not None and not pretrained:
-        raise WeightsError(f"model.trainable_backbone_layers={cfg.trainable_backbone_layers} freezes layers of a "
-                           "pretrained backbone, but model.weights_backbone and model.weights are null: every layer "
-                           "of a randomly initialised model trains (set one of them, or drop the key)")
-    if cfg.name not in PRETRAINED:  # synthgap's own from-scratch architectures: no published weights
-        if cfg.weights_backbone or cfg.weights == "coco" or cfg.trainable_backbone_layers is not None:
-            raise WeightsError(f"{cfg.name} has no pretrained weights (model.weights_backbone, model.weights=coco, "
-                               "model.trainable_backbone_layers apply to torchvision's architectures)")
-        model = ARCHITECTURES[cfg.name](cfg, num_classes, **kwargs)
-        if cfg.weights and load_weights:
-            load_model_weights(model, read_weights(cfg.weights), source=cfg.weights)
-        return model
-    builder = ARCHITECTURES[cfg.name]
-    imagenet, coco = PRETRAINED[cfg.name]
-    layers = cfg.trainable_backbone_layers
-    if not pretrained:
-        return builder(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
-    if cfg.weights == "coco":
-        if not load_weights:
-            model = _pretrained_layout(cfg.name, 91, layers, kwargs)
-            if coco == detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1:
-                overwrite_eps(model, 0.0)  # what the builder does for this file
-        else:
-            hub_file(coco.url)
-            model = builder(weights=coco, num_classes=None, trainable_backbone_layers=layers, **kwargs)
-        reset_box_predictor(model, num_classes)
-        return model
-    if cfg.weights:
-        model = _pretrained_layout(cfg.name, num_classes, layers, kwargs)
-        if load_weights:
-            load_model_weights(model, read_weights(cfg.weights), source=cfg.weights)
-        return model
-    if cfg.weights_backbone == "imagenet" and load_weights:
-        hub_file(imagenet.url)
-        return builder(weights=None, weights_backbone=imagenet, num_classes=num_classes,
-                       trainable_backbone_layers=layers, **kwargs)
-    state = None
-    if load_weights and cfg.weights_backbone != "imagenet":
-        state = read_weights(cfg.weights_backbone)
-    return _pretrained_layout(cfg.name, num_classes, layers, kwargs, state, source=cfg.weights_backbone or "")
-
-
-def _pretrained_layout(name: str, num_classes: int, trainable_layers: int | None, kwargs: dict,
-                       backbone_state: Mapping[str, torch.Tensor] | None = None,
-                       source: str = "") -> detection.FasterRCNN:
-    """What torchvision's builder makes when given backbone weights, with ``backbone_state`` (a
-    classification model's state_dict) or none: FrozenBatchNorm2d in the backbone, all but the last
-    ``trainable_layers`` stages (default 3) frozen. tests/test_models.py checks it against the builder."""
-    model = ARCHITECTURES[name](weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
-    classifier, extractor, max_layers = _BACKBONES[name]
-    layers = _validate_trainable_layers(True, trainable_layers, max_layers, 3)
-    net = classifier(weights=None, norm_layer=FrozenBatchNorm2d)
-    if backbone_state is not None:
-        load_backbone_weights(net, backbone_state, source)
-    model.backbone = extractor(net, layers)
-    return model
+# ---------------------------------------------------------------- weights files
 
 
 def hub_file(url: str, progress: bool = True) -> str:

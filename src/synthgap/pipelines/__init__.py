@@ -1,4 +1,4 @@
-"""Kubeflow Pipelines (KFP v2) for synthgap's five flows, and the container image they run in.
+"""Kubeflow Pipelines (KFP v2) for synthgap's six flows, and the container image they run in.
 
 The pipelines live in `synthgap.pipelines.flows` (needs the ``pipelines`` extra: ``kfp`` and
 ``kfp-kubernetes``); this module stays import-light so the image name can be read without kfp.

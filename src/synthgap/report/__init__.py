@@ -49,15 +49,18 @@ def dataset_frames(datasets: Sequence[tuple[str, str, str | None]], n: int) -> d
 
 
 def render_report(runs: Sequence[Run], *, title: str = "synthgap report", gallery_images: int = 6,
-                  score_thresh: float = 0.5, summary: dict[str, Any] | None = None,
+                  score_thresh: float = 0.5, summary: Any = None,
                   stats: dict[str, Any] | None = None,
                   datasets: Sequence[tuple[str, str, str | None]] | None = None) -> str:
     """The HTML text of a report over loaded runs (``stats``: a `synthgap.stats.write_stats` document;
-    ``datasets``: (name, path, format) of datasets whose first frames are shown side by side)."""
+    ``datasets``: (name, path, format) of datasets whose first frames are shown side by side; ``summary``: a
+    `synthgap.study.StudySummary` or a study's summary.json document of any schema)."""
     from synthgap.report import figures
+    from synthgap.study.summary import as_summary
     from synthgap.report.gallery import draw_matches
     from synthgap.report.html import render_page
 
+    summary = as_summary(summary) if summary else None
     galleries = {}
     for run in runs:
         if run.result is None or not run.samples:
@@ -75,13 +78,14 @@ def render_report(runs: Sequence[Run], *, title: str = "synthgap report", galler
 
 def build_report(run_dirs: Sequence[str], out: str, *, test_data: str | None = None,
                  names: Sequence[str] | None = None, title: str = "synthgap report", gallery_images: int = 6,
-                 score_thresh: float = 0.5, summary: dict[str, Any] | None = None,
+                 score_thresh: float = 0.5, summary: Any = None,
                  stats: dict[str, Any] | str | None = None,
                  datasets: Sequence[tuple[str, str, str | None]] | None = None) -> str:
     """Load each run folder, render the page and write it to ``out`` (atomically). Returns ``out``.
 
-    ``test_data`` applies to runs whose ``run.json`` names none. ``summary`` adds a table of
-    mean +/- std per study cell (see `synthgap.study`). ``stats`` (a `synthgap stats` stats.json document
+    ``test_data`` applies to runs whose ``run.json`` names none. ``summary`` (a `synthgap.study.StudySummary`,
+    a summary.json document of any schema, or its path) adds the study's sections: conclusions, the
+    per-budget comparison with its intervals, mean +/- std per cell. ``stats`` (a `synthgap stats` stats.json document
     or its path) adds a section on the datasets themselves: sizes, gap numbers and plots. ``datasets``
     ((name, path, format) tuples) adds their first ``gallery_images`` frames, boxes drawn, side by side.
     """
@@ -98,6 +102,8 @@ def build_report(run_dirs: Sequence[str], out: str, *, test_data: str | None = N
             run.name = f"{run.name}-{seen[run.name]}"
     if isinstance(stats, str):
         stats = storage.read_json(stats)
+    if isinstance(summary, str):
+        summary = storage.read_json(summary)
     text = render_report(runs, title=title, gallery_images=gallery_images, score_thresh=score_thresh,
                          summary=summary, stats=stats, datasets=datasets)
     storage.write_text(out, text)

@@ -105,23 +105,36 @@ def training_curves_png(runs: Sequence[Run]) -> bytes | None:
     return figure_png(fig)
 
 
-def budget_curve_png(summary: dict) -> bytes | None:
-    """The study's headline figure: target metric (``summary["headline"]``) against the real-data fraction,
-    real-only and synthetic-then-real (mean over seeds, error bars = sample std), the synthetic-only level
-    as a horizontal line (band = its std). Cells that did not learn in their own domain get hollow markers."""
-    metric = summary.get("headline", "coco AP50")
-    rows = {r["name"]: r for r in summary.get("rows", [])}
-    series = {"real only": [], "synthetic then real": []}
-    for c in summary.get("comparison", []):
-        for label, cell in (("real only", c["real_cell"]), ("synthetic then real", c["finetune_cell"])):
-            stat = rows.get(cell, {}).get(metric)
+def budget_curve_png(summary) -> bytes | None:
+    """The study's headline figure (``summary``: a `synthgap.study.StudySummary` or a summary.json document).
+
+    Left: the target metric (``summary.headline``) against the real-data fraction, real-only and
+    synthetic-then-real (mean over seeds, error bars = sample std), the synthetic-only level as a horizontal
+    line (band = its std); cells that did not learn in their own domain get hollow markers. Right: the
+    difference (synthetic then real minus real only) per budget with its 95 % intervals: the paired
+    t-interval over seeds and, when measured, the bootstrap over seeds and test images."""
+    from synthgap.study.summary import as_summary, metric_name, short_target_name
+
+    summary = as_summary(summary)
+    metric = summary.headline
+    target = short_target_name(summary.target_name)
+    arms = (f"{target} only", f"synthetic then {target}")
+    series = {arms[0]: [], arms[1]: []}
+    diffs = []
+    for c in summary.comparison:
+        for label, cell in zip(arms, (c.real_cell, c.finetune_cell)):
+            row = summary.row(cell)
+            stat = row.target.get(metric) if row else None
             if stat:
-                series[label].append((100 * c["fraction"], stat["mean"], stat.get("std") or 0.0,
-                                      rows[cell].get("learned") is not False))
+                series[label].append((100 * c.fraction, stat.mean, stat.std or 0.0, row.learned is not False))
+        m = c.metrics.get(metric)
+        if m:
+            b = m.bootstrap
+            diffs.append((100 * c.fraction, (m.difference.mean, m.difference.ci), (b and b.mean, b and b.ci)))
     if not any(series.values()):
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, (ax, dax) = plt.subplots(1, 2, figsize=(10.4, 4.2), gridspec_kw={"width_ratios": [1.5, 1]})
     for (label, points), color in zip(series.items(), ("C0", "C1")):
         if not points:
             continue
@@ -131,23 +144,48 @@ def budget_curve_png(summary: dict) -> bytes | None:
         if not ok.all():
             ax.plot(x[~ok], y[~ok], "o", markersize=11, markerfacecolor="white", markeredgecolor=color,
                     label=f"{label}: did not learn in its own domain")
-    syn = rows.get("synthetic", {}).get(metric)
-    if syn:
-        ax.axhline(syn["mean"], color="C2", linestyle="--",
-                   label="synthetic only" + (" (did not learn)" if rows["synthetic"].get("learned") is False else ""))
-        if syn.get("std"):
-            ax.axhspan(syn["mean"] - syn["std"], syn["mean"] + syn["std"], color="C2", alpha=0.12)
+    syn = summary.row("synthetic")
+    stat = syn.target.get(metric) if syn else None
+    if stat:
+        ax.axhline(stat.mean, color="C2", linestyle="--",
+                   label="synthetic only" + (" (did not learn)" if syn.learned is False else ""))
+        if stat.std:
+            ax.axhspan(stat.mean - stat.std, stat.mean + stat.std, color="C2", alpha=0.12)
     xs = sorted({p[0] for pts in series.values() for p in pts})
-    if len(xs) > 1 and xs[-1] / xs[0] >= 8:
-        ax.set_xscale("log")
-    ax.set_xticks(xs, [f"{v:g} %" for v in xs])
-    ax.minorticks_off()
-    ax.set_xlabel("real training data used (% of the real training pool)")
-    ax.set_ylabel(f"{metric} on the real test set")
+    log_x = len(xs) > 1 and xs[-1] / xs[0] >= 8
+    for a in (ax, dax):
+        if log_x:
+            a.set_xscale("log")
+        a.set_xticks(xs, [f"{v:g} %" for v in xs])
+        a.minorticks_off()
+        a.set_xlabel(f"{target} training data used (% of the {target} training pool)")
+        a.grid(alpha=0.3)
+    ax.set_ylabel(f"{metric_name(metric)} on the {summary.target_name} test set")
     ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("error bars: std over seeds", fontsize=8)
+    dax.axhline(0.0, color="0.4", linewidth=0.8)
+    if len(xs) == 1:  # one budget: keep the two intervals side by side at its tick
+        dax.set_xlim(xs[0] - 10, xs[0] + 10)
+    width = (xs[-1] / xs[0]) ** 0.03 if log_x else 0.02 * max(xs[-1] - xs[0], 40.0)  # the intervals' offset
+    for k, (label, color) in enumerate((("95 % CI over seeds (t)", "C3"),
+                                        ("95 % CI seeds + test images (bootstrap)", "C4"))):
+        points = [(d[0], *d[1 + k]) for d in diffs if d[1 + k][1] is not None]  # d: x, (mean, CI) t, bootstrap
+        if not points:
+            continue
+        x = np.array([p[0] for p in points])
+        x = x * width ** (k - 0.5) if log_x else x + width * (k - 0.5)
+        mean = np.array([p[1] for p in points])
+        lo, hi = np.array([p[2][0] for p in points]), np.array([p[2][1] for p in points])
+        dax.errorbar(x, mean, yerr=[np.maximum(mean - lo, 0), np.maximum(hi - mean, 0)], color=color, marker="o",
+                     capsize=4, linestyle="none", label=label)
+    if diffs and all(d[1][1] is None and d[2][1] is None for d in diffs):
+        dax.plot([d[0] for d in diffs], [d[1][0] for d in diffs], "o", color="C3",
+                 label="difference (1 seed: no interval)")
+    dax.set_ylabel(f"synthetic then {target} minus {target} only\n({metric_name(metric)})")
+    dax.legend(fontsize=7)
+    dax.set_title("the difference per budget, 95 % intervals", fontsize=8)
+    fig.tight_layout()
     return figure_png(fig)
 
 

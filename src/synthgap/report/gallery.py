@@ -1,6 +1,6 @@
-"""Box drawing: gallery images (true positives, false positives and misses in distinct colours) and
-predictions over ground truth (`draw_detections`, for TensorBoard and `synthgap predict`); both draw
-with `draw_boxes`.
+"""Gallery images: true positives, false positives and misses in distinct colours, drawn with
+`synthgap.data.draw.draw_boxes` (which also draws predictions over ground truth for TensorBoard and
+`synthgap predict`).
 
 Status comes from the metrics' per-image matches (`synthgap.metrics.Matches`) at IoU 0.5. Only
 detections scoring at least ``score_thresh`` are drawn; a ground-truth box counts as a miss when no
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping
 
 from PIL import Image, ImageDraw
 
 from synthgap.data import Sample
+from synthgap.data.draw import draw_boxes, draw_detections  # noqa: F401 (draw_detections re-exported)
 from synthgap.data.images import load_image
 
 COLORS = {"tp": (0, 190, 60), "fp": (235, 30, 30), "miss": (255, 170, 0), "ignored": (150, 150, 150)}
@@ -30,33 +31,6 @@ class GalleryImage:
     tp: int
     fp: int
     miss: int
-
-
-def draw_boxes(draw: ImageDraw.ImageDraw, boxes: Iterable[Sequence[float]], color, *, width: int = 2,
-               labels: Sequence[str] | None = None, text_color=None, scale: tuple[float, float] = (1.0, 1.0)) -> None:
-    """Rectangles for xywh boxes (pixels of the annotated image; ``scale`` = (x, y) factors to the drawn
-    image), each followed by its label (if any) at its top-left corner."""
-    sx, sy = scale
-    for i, (x, y, w, h) in enumerate(boxes):
-        draw.rectangle([x * sx, y * sy, (x + w) * sx, (y + h) * sy], outline=color, width=width)
-        if labels is not None:
-            draw.text((x * sx + 2, y * sy + 1), labels[i], fill=color if text_color is None else text_color)
-
-
-def draw_detections(image: Image.Image, detections: Iterable[Mapping], label_map: Mapping[int, str],
-                    score_thresh: float = 0.5, ground_truth: Sample | None = None) -> Image.Image:
-    """A copy of ``image`` with predicted boxes (red, labelled with class and score) and optional
-    ground-truth boxes (green). Boxes are xywh pixels of this image."""
-    image = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(image)
-    if ground_truth is not None:
-        draw_boxes(draw, ground_truth.boxes.tolist(), (0, 200, 0))
-    for det in detections:
-        if det["score"] >= score_thresh:
-            name = label_map.get(det["category_id"], str(det["category_id"]))
-            draw_boxes(draw, [det["bbox"]], (230, 30, 30), labels=[f"{name} {det['score']:.2f}"],
-                       text_color=(255, 255, 0))
-    return image
 
 
 def draw_matches(sample: Sample, matches, detections: list[dict], label_map: Mapping[int, str],

@@ -7,8 +7,14 @@ import html
 import math
 from typing import Any, Sequence
 
+from typing import TYPE_CHECKING
+
 from synthgap.report.gallery import COLORS, GalleryImage
 from synthgap.report.run import Run
+
+if TYPE_CHECKING:
+    from synthgap.study.intervals import MetricStat
+    from synthgap.study.summary import FeatureGap, StudySummary
 
 COCO_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 UNITY_COLUMNS = ("mAP", "mAPIOU50", "mAR")
@@ -19,10 +25,11 @@ padding:0 16px}
 h1{font-size:1.6em;margin-bottom:4px} h2{font-size:1.2em;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;font-size:0.9em;margin:8px 0} th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
 th{background:#f4f4f6} td.name,th.name{text-align:left} .muted{color:#777;font-size:0.85em}
-figure{display:inline-block;margin:8px;vertical-align:top} figcaption{font-size:0.8em;color:#444;max-width:480px}
+figure{display:inline-block;margin:8px;vertical-align:top;max-width:calc(100% - 16px)} figcaption{font-size:0.8em;color:#444;max-width:480px}
 img{max-width:100%} .legend span{display:inline-block;padding:2px 8px;margin-right:8px;border-radius:3px;color:#fff}
 .gallery{display:flex;flex-wrap:wrap;gap:8px}
-#study-summary td,#comparison td{white-space:nowrap} #study-summary td.name,#comparison td.name{white-space:normal} td.note{min-width:20em}
+#study-summary td,#comparison td{white-space:nowrap} #study-summary td.name,#comparison td.name{white-space:normal}
+td.note{min-width:12em} .sd{color:#777;font-size:0.85em}
 .warn{color:#b00020;font-weight:600} tr[data-learned="false"] td{background:#fff1f1} #conclusions li{margin:4px 0}
 """
 
@@ -86,86 +93,109 @@ def metrics_table(runs: Sequence[Run]) -> str:
             + f"</tr><tr>{head}</tr>{''.join(rows)}</table>")
 
 
-def _pm(stat: dict[str, Any] | None) -> str:
-    """mean &plusmn; std of a {"mean", "std"} entry (just the mean for one seed)."""
-    stat = stat or {}
-    mean, std = stat.get("mean"), stat.get("std")
-    return fmt(mean) if std is None else f"{fmt(mean)} &plusmn; {fmt(std)}"
-
-
 def _warning(text: str | None) -> str:
     return f'<span class="warn">&#9888; {html.escape(text)}</span>' if text else ""
 
 
-def summary_table(summary: dict[str, Any]) -> str:
-    """Study summary: {"columns": [...], "rows": [{"name", "seeds", metric -> {"mean", "std"}, "in-domain ...",
-    "transfer ratio", "warning"}]}: in-domain numbers first, then the target metrics, ratio and the flag."""
-    cols = summary["columns"]
-    own = [c for c in summary.get("in_domain_columns", []) if any(r.get(c) for r in summary["rows"])]
-    ratio = any(r.get("transfer ratio") for r in summary["rows"])
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in own) + "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    head += "<th>transfer ratio</th>" if ratio else ""
+def _pm2(stat: MetricStat | None) -> str:
+    """mean over &plusmn; std on a second line (narrow columns: the study tables fit 1,280 px)."""
+    if not stat:
+        return "&ndash;"
+    return fmt(stat.mean) + ("" if stat.std is None else f'<br><span class="sd">&plusmn; {fmt(stat.std)}</span>')
+
+
+def _short(metric: tuple[str, str]) -> str:
+    return f"{'COCO' if metric[0] == 'coco' else 'DI' if metric[0] == 'unity' else esc(metric[0])} {esc(metric[1])}"
+
+
+def summary_table(summary: StudySummary | dict[str, Any]) -> str:
+    """Study summary (`synthgap.study.StudySummary`, or a summary.json document of any schema): one row per
+    cell, in-domain numbers first, then the target metrics, the transfer ratio and the flag."""
+    from synthgap.study.summary import as_summary, metric_name, short_target_name
+
+    summary = as_summary(summary)
+    cols = summary.target_metrics
+    own = [m for m in summary.in_domain_metrics if any(r.in_domain.get(m) for r in summary.rows)]
+    ratio = any(r.transfer_ratio for r in summary.rows)
+    head = "".join(f"<th>{_short(m)}</th>" for m in [*own, *cols]) + ("<th>transfer<br>ratio</th>" if ratio else "")
     rows = []
-    for row in summary["rows"]:
-        cells = "".join(f"<td>{_pm(row.get(c))}</td>" for c in [*own, *cols])
+    for row in summary.rows:
+        cells = "".join(f"<td>{_pm2(row.in_domain.get(m))}</td>" for m in own)
+        cells += "".join(f"<td>{_pm2(row.target.get(m))}</td>" for m in cols)
         if ratio:
-            cells += f"<td>{_pm(row.get('transfer ratio'))}</td>"
-        flagged = ' data-learned="false"' if row.get("learned") is False else ""
-        rows.append(f'<tr{flagged} data-cell="{html.escape(row["name"])}"><td class="name">{html.escape(row["name"])}'
-                    f'</td><td>{esc(row.get("seeds", 1))}</td>{cells}<td class="name note">{_warning(row.get("warning"))}</td></tr>')
-    head_groups = ""
+            cells += f"<td>{_pm2(row.transfer_ratio)}</td>"
+        flagged = ' data-learned="false"' if row.learned is False else ""
+        rows.append(f'<tr{flagged} data-cell="{esc(row.name)}"><td class="name">{esc(row.name)}'
+                    f'</td><td>{esc(len(row.seeds))}</td>{cells}<td class="name note">{_warning(row.warning)}</td>'
+                    "</tr>")
     if own:
         head_groups = (f'<tr><th class="name" rowspan="2">cell</th><th rowspan="2">seeds</th><th colspan="{len(own)}">'
-                       f'in its own domain (held out)</th><th colspan="{len(cols) + ratio}">on the real test set</th>'
-                       f'<th class="name" rowspan="2">note</th></tr><tr>{head}</tr>')
+                       f'in its own domain (held out)</th><th colspan="{len(cols) + ratio}">on the '
+                       f'{esc(summary.target_name)} test set</th><th class="name" rowspan="2">note</th></tr>'
+                       f"<tr>{head}</tr>")
     else:
         head_groups = f'<tr><th class="name">cell</th><th>seeds</th>{head}<th class="name">note</th></tr>'
-    note = ""
-    if "in_domain_floor" in summary:
-        note = (f'<p class="muted">In-domain: the synthetic model on held-out synthetic images, real and fine-tuned '
-                f"models on the held-out real validation images. Transfer ratio = target {html.escape(summary.get('headline', ''))}"
-                f" / in-domain {html.escape(summary.get('headline', ''))} (per seed, then averaged). A cell whose in-domain "
-                f"{html.escape(summary.get('headline', ''))} is below {num(summary['in_domain_floor'], 'g')} is flagged: it "
-                f"{html.escape(summary.get('not_learned', 'did not learn'))}.</p>")
+    headline = esc(metric_name(summary.headline))
+    target = esc(short_target_name(summary.target_name))
+    note = (f'<p class="muted">Mean &plusmn; sample std over seeds. COCO = the COCO protocol, DI = datasetinsights\' '
+            f"(unity) protocol. In-domain: the synthetic model on held-out synthetic images, {target} and "
+            f"fine-tuned models on the held-out {target} validation images. Transfer ratio = target {headline} / "
+            f"in-domain {headline} (per seed, then averaged). A cell whose in-domain {headline} is below "
+            f"{num(summary.in_domain_floor, 'g')} is flagged: it {esc(summary.not_learned)}.</p>")
     return f'<table id="study-summary">{head_groups}{"".join(rows)}</table>{note}'
 
 
-def comparison_section(summary: dict[str, Any], plot: bytes | None) -> str:
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "&ndash;" if ci is None else f"[{num(ci[0], '+.4f')},<br>{num(ci[1], '+.4f')}]"
+
+
+def comparison_section(summary: StudySummary | dict[str, Any], plot: bytes | None) -> str:
     """Per real fraction: real only vs synthetic then real (same subset, same seeds), the paired difference
-    with its confidence interval, and the budget plot."""
-    entries = summary.get("comparison") or []
-    if not entries:
+    with its intervals (t over seeds; bootstrap over seeds and test images when measured), and the budget plot."""
+    from synthgap.study.summary import as_summary, short_target_name
+
+    summary = as_summary(summary)
+    if not summary.comparison:
         return '<p class="muted">comparison: no finished pair of real-only and fine-tuned cells</p>'
-    metric = summary.get("headline", "coco AP50")
-    syn = next((r for r in summary["rows"] if r["name"] == "synthetic"), None)
+    target = short_target_name(summary.target_name)
+    syn = summary.row("synthetic")
     rows = []
-    for c in entries:
-        for col in (metric, *[k for k in ("coco AP",) if k != metric]):
-            m = c["metrics"].get(col)
+    boot = None
+    for c in summary.comparison:
+        for metric in (summary.headline, *[m for m in (("coco", "AP"),) if m != summary.headline]):
+            m = c.metrics.get(metric)
             if not m:
                 continue
-            d = m["difference"]
-            ci = "&ndash;" if d["ci"] is None else f"[{num(d['ci'][0], '+.4f')}, {num(d['ci'][1], '+.4f')}]"
-            fraction = c["fraction"] * 100 if isinstance(c["fraction"], (int, float)) else c["fraction"]
-            rows.append(f'<tr class="comparison-row" data-fraction="{num(c["fraction"], "g")}"><td class="name">'
-                        f'{num(fraction, "g")} %</td><td>{esc(c.get("train_images") or "–")}</td>'
-                        f"<td>{html.escape(col)}</td><td>{_pm(m['real'])}</td><td>{_pm(m['finetune'])}</td>"
-                        f"<td>{num(d['mean'], '+.4f')}</td><td>{ci}</td><td>{esc(d['n'])}</td>"
-                        f'<td>{_pm(syn.get(col)) if syn else "&ndash;"}</td>'
-                        f'<td class="name note">{_warning(c.get("warning"))}</td></tr>')
-    table = ('<table id="comparison"><tr><th class="name">real data</th><th>images</th><th>metric</th>'
-             "<th>real only</th><th>synthetic then real</th><th>difference</th><th>95 % CI</th><th>seeds</th>"
-             '<th>synthetic only</th><th class="name">note</th></tr>' + "".join(rows) + "</table>")
-    method = html.escape(summary.get("ci_method", ""))
+            d, b = m.difference, m.bootstrap
+            boot = boot or b
+            cells = (f"<td>{_interval(b and b.ci)}</td><td>{'&ndash;' if b is None else num(b.p_positive, '.2f')}</td>")
+            rows.append(f'<tr class="comparison-row" data-fraction="{num(c.fraction, "g")}" '
+                        f'data-metric="{esc(" ".join(metric))}"><td class="name">'
+                        f'{num(c.fraction * 100, "g")} %</td><td>{esc(c.train_images or "–")}</td>'
+                        f"<td>{_short(metric)}</td><td>{_pm2(m.real)}</td><td>{_pm2(m.finetune)}</td>"
+                        f"<td>{num(d.mean, '+.4f')}</td><td>{_interval(d.ci)}</td>{cells}<td>{esc(d.n)}</td>"
+                        f'<td>{_pm2(syn.target.get(metric)) if syn else "&ndash;"}</td>'
+                        f'<td class="name note">{_warning(c.warning)}</td></tr>')
+    table = (f'<table id="comparison"><tr><th class="name">{esc(target)}<br>data</th><th>images</th><th>metric</th>'
+             f"<th>{esc(target)}<br>only</th><th>synthetic<br>then {esc(target)}</th><th>difference</th>"
+             "<th>95 % CI<br>over seeds (t)</th><th>95 % CI seeds<br>+ test images</th><th>P(diff<br>&gt; 0)</th>"
+             '<th>seeds</th><th>synthetic<br>only</th><th class="name">note</th></tr>' + "".join(rows) + "</table>")
+    method = esc(summary.ci_method)
+    if boot is not None:
+        method += (f"; seeds + test images: hierarchical bootstrap (seeds resampled, then the test images within "
+                   f"each, paired by seed and image; {esc(boot.resamples)} resamples, random seed {esc(boot.seed)}), "
+                   "P(diff &gt; 0) = the share of resamples with a positive difference")
     return (f"{_img(plot, 'target AP against the real fraction')}{table}"
-            f'<p class="muted">Same real subset and same seeds in both arms; the synthetic-then-real arm starts '
-            f"from the synthetic model of the same seed (and uses the study's finetune_overrides, e.g. its learning "
-            f"rate), the real-only arm from scratch. Difference = synthetic then real minus real only. "
-            f"CI: {method}.</p>")
+            f'<p class="muted">Same {esc(target)} subset and same seeds in both arms; the synthetic-then-{esc(target)} '
+            f"arm starts from the synthetic model of the same seed (and uses the study's finetune_overrides, e.g. its "
+            f"learning rate), the {esc(target)}-only arm from scratch. Difference = synthetic then {esc(target)} minus "
+            f"{esc(target)} only. CI: {method}.</p>")
 
 
-def conclusions_section(summary: dict[str, Any]) -> str:
-    items = "".join(f"<li>{html.escape(c)}</li>" for c in summary.get("conclusions") or [])
+def conclusions_section(summary: StudySummary | dict[str, Any]) -> str:
+    from synthgap.study.summary import as_summary
+
+    items = "".join(f"<li>{esc(c)}</li>" for c in as_summary(summary).conclusions)
     return f'<ul id="conclusions">{items}</ul>' if items else ""
 
 
@@ -233,7 +263,7 @@ def gallery_section(galleries: dict[str, list[GalleryImage]], score_thresh: floa
 
 def render_page(title: str, runs: Sequence[Run], *, pr: bytes | None, per_class: bytes | None,
                 curves: bytes | None, galleries: dict[str, list[GalleryImage]], score_thresh: float,
-                summary: dict[str, Any] | None = None, generated: str = "",
+                summary: StudySummary | None = None, generated: str = "",
                 data_stats: tuple[dict[str, Any], list[tuple[str, bytes]]] | None = None,
                 budget: bytes | None = None, frames: dict[str, list[tuple[bytes, str]]] | None = None) -> str:
     notes = "".join(f"<li>{html.escape(r.name)}: {html.escape(n)}</li>" for r in runs for n in r.notes)
@@ -243,14 +273,15 @@ def render_page(title: str, runs: Sequence[Run], *, pr: bytes | None, per_class:
     body = [f"<h1>{html.escape(title)}</h1>",
             f'<p class="muted">{len(runs)} run(s). {html.escape(generated)}</p><ul class="muted">{sources}</ul>']
     if summary:
-        if summary.get("conclusions"):
+        from synthgap.study.summary import short_target_name
+
+        if summary.conclusions:
             body += ["<h2>What this study says</h2>", conclusions_section(summary)]
-        if summary.get("comparison") is not None:
-            body += ["<h2>Synthetic pretraining per real-data budget</h2>", comparison_section(summary, budget)]
-        body += ["<h2>Study summary (mean &plusmn; std over seeds)</h2>", summary_table(summary)]
-        if summary.get("feature_gap"):
-            body += ["<h2>How far apart the data are, beside the AP gap</h2>",
-                     feature_vs_ap_table(summary["feature_gap"])]
+        body += [f"<h2>Synthetic pretraining per {esc(short_target_name(summary.target_name))}-data budget</h2>",
+                 comparison_section(summary, budget),
+                 "<h2>Study summary (mean &plusmn; std over seeds)</h2>", summary_table(summary)]
+        if summary.feature_gap:
+            body += ["<h2>How far apart the data are, beside the AP gap</h2>", feature_vs_ap_table(summary.feature_gap)]
     body += ["<h2>Metrics on the test set</h2>", metrics_table(runs),
              '<p class="muted">&ndash; = undefined (no ground truth in that range). COCO numbers are '
              "pycocotools' COCOeval; unity numbers follow datasetinsights.</p>",
@@ -324,26 +355,30 @@ def feature_gap_table(reference: str, features: dict[str, dict[str, Any]]) -> st
             "Set it beside the AP gap: see docs/metrics.md.</p>")
 
 
-def feature_vs_ap_table(fg: dict[str, Any]) -> str:
-    """The study's ``feature_gap`` (`synthgap.study.feature_gap_summary`): per dataset pair, the Fréchet
-    distances measured with the synthetic model's backbone beside that model's in-domain and target AP."""
-    metric = str(fg.get("metric", "coco AP50"))
-    short = metric.split()[-1]
+def feature_vs_ap_table(fg: FeatureGap | dict[str, Any]) -> str:
+    """The study's ``feature_gap`` (`synthgap.study.FeatureGap`, or its summary.json entry of any schema): per
+    dataset pair, the Fréchet distances measured with the synthetic model's backbone beside that model's
+    in-domain and target AP."""
+    from synthgap.study.summary import FeatureGap, metric_name
+
+    if not isinstance(fg, FeatureGap):
+        fg = FeatureGap.from_dict(fg)
+    metric, short = metric_name(fg.metric), fg.metric[1]
     value = (lambda v: "&ndash;" if v is None else num(v, ".4g"))
     rows = []
-    for r in fg.get("rows") or []:
-        rows.append(f'<tr class="feature-ap-row" data-dataset="{esc(r.get("dataset"))}"><td class="name">'
-                    f'{esc(r.get("reference"))} &rarr; {esc(r.get("dataset"))}</td>'
-                    f'<td>{esc(" / ".join(str(n) for n in r.get("images") or []))}</td>'
-                    f'<td>{value(r.get("image"))}</td><td>{value(r.get("per_class_mean"))}</td>'
-                    f'<td>{fmt(r.get("in-domain " + metric))}</td><td>{fmt(r.get(metric))}</td>'
-                    f'<td>{fmt(r.get("AP gap"))}</td><td>{fmt(r.get("transfer ratio"))}</td></tr>')
-    flag = _warning(f"{fg.get('model')} did not learn in its own domain: these numbers say nothing about the "
-                    "dataset") if fg.get("learned") is False else ""
+    for r in fg.rows:
+        rows.append(f'<tr class="feature-ap-row" data-dataset="{esc(r.dataset)}"><td class="name">'
+                    f'{esc(r.reference)} &rarr; {esc(r.dataset)}</td>'
+                    f'<td>{esc(" / ".join(str(n) for n in r.images or []))}</td>'
+                    f'<td>{value(r.image)}</td><td>{value(r.per_class_mean)}</td>'
+                    f'<td>{fmt(r.in_domain)}</td><td>{fmt(r.target)}</td>'
+                    f'<td>{fmt(r.ap_gap)}</td><td>{fmt(r.transfer_ratio)}</td></tr>')
+    flag = _warning(f"{fg.model} did not learn in its own domain: these numbers say nothing about the "
+                    "dataset") if fg.learned is False else ""
     return (f'<table id="feature-vs-ap"><tr><th class="name" rowspan="2">dataset pair</th><th rowspan="2">images'
-            f'</th><th colspan="2">Fréchet distance ({esc(fg.get("model"))} backbone)</th><th colspan="4">'
-            f'{esc(fg.get("model"))} ({esc(metric)})</th></tr><tr><th>whole images</th><th>object crops<br>mean over '
+            f'</th><th colspan="2">Fréchet distance ({esc(fg.model)} backbone)</th><th colspan="4">'
+            f'{esc(fg.model)} ({esc(metric)})</th></tr><tr><th>whole images</th><th>object crops<br>mean over '
             f'classes</th><th>in-domain {esc(short)}</th><th>target {esc(short)}</th><th>AP gap</th>'
             f'<th>transfer ratio</th></tr>' + "".join(rows) + f"</table>{flag}"
-            f'<p class="muted">{esc(fg.get("note", ""))} The model is scored only on the real test data, so the other '
+            f'<p class="muted">{esc(fg.note)} The model is scored only on the target test data, so the other '
             "pairs show distances alone. See docs/metrics.md.</p>")

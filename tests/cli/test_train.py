@@ -155,7 +155,10 @@ def test_evaluate_reads_the_test_split_of_a_groceries_real_folder(trained, tmp_p
     checkpoint = str(root / "ck" / "FasterRCNN.best.estimator")
     for args, images in (([], 1), (["--test-split", "all"], 5), (["--test-split", "train"], 3)):
         result = CliRunner().invoke(main, ["evaluate", "-p", checkpoint, "-t", str(groceries), "--output",
-                                           str(tmp_path / "eval"), "--no-progress", *args])
+                                           str(tmp_path / "eval"), "--no-progress", *args,
+                                           # other class names: paired explicitly (matched by name otherwise)
+                                           "--class-map", "red=book_dorkdiaries_aladdin",
+                                           "--class-map", "green=candy_minipralines_lindt"])
         assert result.exit_code == 0, result.output
         assert f"{images} images, " in result.output
     result = CliRunner().invoke(main, ["evaluate", "-p", checkpoint, "-t", str(groceries), "--output",

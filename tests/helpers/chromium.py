@@ -62,7 +62,10 @@ def load_page(url: str, tmp_dir: str, expressions: dict[str, str] | None = None,
     out = PageLoad()
     try:
         port = _wait_port(user_data, proc)
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        # a fresh opener without proxies: urlopen's global opener keeps the proxy settings of its first use,
+        # which an earlier test in the same process may have made with $http_proxy pointing nowhere
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        targets = json.load(direct.open(f"http://127.0.0.1:{port}/json/list", timeout=10))
         page = next(t for t in targets if t["type"] == "page")
         ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=timeout, suppress_origin=True)
         ids = iter(range(1, 1_000_000))

@@ -41,8 +41,9 @@ def random_set(seed: int, n_images: int, n_classes: int = 3, ties: bool = False)
         for x, y, w, h, c in boxes:
             for _ in range(rng.integers(0, 4)):
                 j = rng.normal(0, 0.12, 4) * [w, h, w, h]
-                dets.append({"image_id": img["id"], "category_id": c if rng.random() < 0.8 else int(rng.integers(1, n_classes + 1)),
-                             "bbox": [float(x + j[0]), float(y + j[1]), float(max(w + j[2], 1)), float(max(h + j[3], 1))],
+                cat = c if rng.random() < 0.8 else int(rng.integers(1, n_classes + 1))
+                box = [float(x + j[0]), float(y + j[1]), float(max(w + j[2], 1)), float(max(h + j[3], 1))]
+                dets.append({"image_id": img["id"], "category_id": cat, "bbox": box,
                              "score": float(rng.uniform(0.2, 1.0))})
         for _ in range(rng.integers(0, 5)):
             w, h = np.exp(rng.uniform(np.log(6), np.log(100), 2))

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from synthgap.cli import main
 from synthgap.config import ConfigError
+from synthgap.report import write_study_report
 from synthgap.study import (HEADLINE, NOT_LEARNED, cell_dir, cell_names, epochs_for_steps, format_summary,
                             fraction_tag, holdout_split, load_study_config, read_summary, real_data,
                             real_pool_and_val, real_subset, run_study, study_config_from_dict, synthetic_split)
@@ -61,9 +62,10 @@ def test_seeds_side_by_side_report_a_failing_cell_with_its_seed(tmp_path):
     from synthgap.errors import SynthgapError
     from synthgap.generate import generate
 
-    real = str(tmp_path / "real")
+    real, test = str(tmp_path / "real"), str(tmp_path / "test")
     generate(real, 10, format="coco", seed=0, width=64, height=48, style="target", progress=False)
-    cfg = study_config_from_dict({"datasets": {"synthetic": real, "real_train": real, "real_test": real},
+    generate(test, 3, format="coco", seed=1, width=64, height=48, style="target", progress=False)
+    cfg = study_config_from_dict({"datasets": {"synthetic": real, "real_train": real, "real_test": test},
                                   "cells": ["finetune"], "fractions": [0.5], "seeds": [3, 4], "jobs": 2,
                                   "data_stats": False})
     out = tmp_path / "out"
@@ -233,7 +235,8 @@ def finished_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     test = make_test_set(str(root / "test"), frames=2)
     syn = make_test_set(str(root / "syn"), frames=2, seed=8)
-    raw = {"name": "finished study", "datasets": {"synthetic": syn, "real_train": test, "real_test": test},
+    real = make_test_set(str(root / "real"), frames=2, seed=9)
+    raw = {"name": "finished study", "datasets": {"synthetic": syn, "real_train": real, "real_test": test},
            "fractions": [0.5], "seeds": [1, 2], "data_stats": False, "gallery_images": 1}
     out = root / "out"
     values = {  # cell -> seed -> (target AP50, in-domain AP50)
@@ -243,7 +246,9 @@ def finished_study(tmp_path_factory):
     for cell, by_seed in values.items():
         for seed, (target, own) in by_seed.items():
             _finish(out, cell, seed, test, target=target, own=own)
-    report = run_study(study_config_from_dict(raw), str(out))
+    assert run_study(study_config_from_dict(raw), str(out)) == str(out / "summary.json")
+    assert not (out / "report.html").exists()  # the report package writes it (the study sits below it)
+    report = write_study_report(str(out))
     return out, read_summary(str(out / "summary.json")), open(report, encoding="utf-8").read()
 
 
@@ -294,12 +299,13 @@ def test_learned_study_concludes_with_an_interval(tmp_path):
     from tests.helpers.runs import make_test_set
 
     test = make_test_set(str(tmp_path / "test"), frames=2)
+    real = make_test_set(str(tmp_path / "real"), frames=2, seed=9)
     out = tmp_path / "out"
     for cell, by_seed in {"real-10": {1: (0.30, 0.6), 2: (0.31, 0.6), 3: (0.29, 0.6)},
                           "finetune-10": {1: (0.50, 0.7), 2: (0.52, 0.7), 3: (0.49, 0.7)}}.items():
         for seed, (target, own) in by_seed.items():
             _finish(out, cell, seed, test, target=target, own=own)
-    cfg = study_config_from_dict({"datasets": {"synthetic": test, "real_train": test, "real_test": test},
+    cfg = study_config_from_dict({"datasets": {"synthetic": real, "real_train": real, "real_test": test},
                                   "cells": ["real", "finetune"], "fractions": [0.1], "seeds": [1, 2, 3],
                                   "data_stats": False, "gallery_images": 0})
     run_study(cfg, str(out))
@@ -382,7 +388,8 @@ def test_tiny_study_end_to_end_and_skip_on_rerun(tmp_path):
         "datasets": {"synthetic": str(tmp_path / "syn"), "real_train": str(tmp_path / "real_train"),
                      "real_test": str(tmp_path / "real_test")}})
     out = tmp_path / "out"
-    report = run_study(cfg, str(out))
+    run_study(cfg, str(out))
+    report = write_study_report(str(out))
     cells = ["synthetic", "real-100", "finetune-100"]
     for cell in cells:
         folder = out / "cells" / cell / "seed5"
@@ -433,12 +440,13 @@ def test_tiny_study_end_to_end_and_skip_on_rerun(tmp_path):
 
 
 def test_finished_cells_are_not_rerun_and_seeds_are_averaged(tmp_path, caplog):
-    """Cells whose metrics.json exists are skipped (nothing here could train: the training data do not
-    exist); the summary averages the seeds; a changed config is warned about."""
+    """Cells whose metrics.json exists are skipped (nothing trains here); the summary averages the seeds; a
+    changed config is warned about."""
     from tests.helpers.runs import make_run, make_test_set
 
     test = make_test_set(str(tmp_path / "test"), frames=2)
-    raw = {"name": "done study", "datasets": {"synthetic": test, "real_test": test},
+    syn = make_test_set(str(tmp_path / "syn"), frames=2, seed=8)
+    raw = {"name": "done study", "datasets": {"synthetic": syn, "real_test": test},
            "cells": ["synthetic"], "seeds": [1, 2], "data_stats": False, "gallery_images": 1}
     cfg = study_config_from_dict(raw)
     out = tmp_path / "out"
@@ -447,7 +455,8 @@ def test_finished_cells_are_not_rerun_and_seeds_are_averaged(tmp_path, caplog):
         make_run(folder, test, keep=0.5, seed=seed, name=f"synthetic seed{seed}")
         (out / "cells" / "synthetic" / f"seed{seed}" / "metrics.json").write_text(json.dumps(
             {"cell": "synthetic", "seed": seed, "metrics": {"coco": {"AP": ap}, "unity": {"mAP": ap / 2}}}))
-    report = run_study(cfg, str(out))
+    run_study(cfg, str(out))
+    report = write_study_report(str(out))
     (row,) = read_summary(str(out / "summary.json")).rows
     assert row.seeds == [1, 2] and row.target[AP].mean == pytest.approx(0.3)
     assert row.target[AP].std == pytest.approx(0.1414213, rel=1e-5)  # sample std of 0.2, 0.4

@@ -56,7 +56,8 @@ def predicted_study(tmp_path_factory):
     for seed in (1, 2, 3):  # the two arms' detections come from different random streams, as two models' would
         finish_cell(out, "real-50", seed, test, target=None, own=0.6, keep=0.3)
         finish_cell(out, "finetune-50", seed, test, target=None, own=0.7, keep=0.9, prediction_seed=seed + 10)
-    cfg = study_config_from_dict({"datasets": {"synthetic": test, "real_train": test, "real_test": test},
+    unused = str(root / "not-read")  # summarize reads the test set and the cells only
+    cfg = study_config_from_dict({"datasets": {"synthetic": unused, "real_train": unused, "real_test": test},
                                   "cells": ["real", "finetune"], "fractions": [0.5], "seeds": [1, 2, 3],
                                   "bootstrap_resamples": 200, "bootstrap_seed": 7, "data_stats": False})
     return cfg, str(out), test

@@ -572,7 +572,8 @@ def restore(model: torch.nn.Module, label_map: Mapping[int, str], checkpoint: Ma
 
     ``checkpoint`` (a resume, `resume_checkpoint`, read from ``source``): its weights, and its label map must
     be the dataset's. Else ``checkpoint_file`` (fine-tuning): its weights only; a different label map
-    re-initialises the box predictor for ``label_map``'s classes.
+    rebuilds the box predictor for ``label_map``'s classes, keeping the rows of the classes matched by name
+    (`carry_box_predictor`).
     """
     if checkpoint is not None:
         if label_map_of(checkpoint) != dict(label_map):
@@ -585,18 +586,49 @@ def restore(model: torch.nn.Module, label_map: Mapping[int, str], checkpoint: Ma
         return
     if checkpoint_file:
         initial = load_checkpoint(checkpoint_file)
-        complete = load_model_weights(model, model_state(initial, checkpoint_file), source=checkpoint_file)
+        state = model_state(initial, checkpoint_file)
+        complete = load_model_weights(model, state, source=checkpoint_file)
         old_map = label_map_of(initial)
         num_classes = num_classes_for(label_map)
-        if complete and old_map is not None and old_map != dict(label_map):
-            device = next(model.parameters()).device
-            reset_box_predictor(model, num_classes)
-            model.to(device)
+        carried = None
+        if old_map is not None and old_map != dict(label_map):
+            carried = carry_box_predictor(model, state, old_map, label_map)
             complete = False
         if verbose:
             log.info("starting from the weights of %s%s", checkpoint_file, "" if complete else
                      f"; its label map differs from the dataset's, so the box predictor was re-initialised "
-                     f"for {num_classes - 1} classes")
+                     f"for {num_classes - 1} classes" + (f", keeping {carried}" if carried else ""))
+
+
+def carry_box_predictor(model: torch.nn.Module, state: Mapping[str, torch.Tensor], old_map: Mapping[int, str],
+                        label_map: Mapping[int, str]) -> str | None:
+    """Give ``model`` a fresh box predictor for ``label_map``'s classes that keeps, for each class the
+    checkpoint (its weights ``state``, its classes ``old_map``) also has, that class's classifier row and 4 box
+    regression rows (and the background's): classes are matched by name (`synthgap.data.labels`), so data that
+    number the same classes differently (a study's synthetic and real sets) fine-tune what was learned about
+    them. Returns the alignment's log line, or None when nothing was kept (no class in common)."""
+    from synthgap.data.labels import align_label_maps
+    from synthgap.errors import LabelMapError
+
+    device = next(model.parameters()).device
+    reset_box_predictor(model, num_classes_for(label_map))
+    model.to(device)
+    head, key = model.roi_heads.box_predictor, "roi_heads.box_predictor."
+    old = [state.get(key + name) for name in ("cls_score.weight", "cls_score.bias", "bbox_pred.weight",
+                                              "bbox_pred.bias")]
+    if any(t is None for t in old) or old[0].shape[1] != head.cls_score.in_features:
+        return None
+    try:
+        alignment = align_label_maps(old_map, label_map, model_source="the checkpoint", test_source="the dataset")
+    except LabelMapError:  # other classes altogether: a fresh predictor, as before
+        return None
+    with torch.no_grad():
+        for a, b in [(0, 0), *alignment.model_to_test.items()]:  # background row 0 too
+            if a < old[0].shape[0]:
+                head.cls_score.weight[b], head.cls_score.bias[b] = old[0][a], old[1][a]
+                head.bbox_pred.weight[4 * b:4 * b + 4] = old[2][4 * a:4 * a + 4]
+                head.bbox_pred.bias[4 * b:4 * b + 4] = old[3][4 * a:4 * a + 4]
+    return "the predictor rows of the " + alignment.log_line().split(": ", 1)[1]
 
 
 def resume_training_state(checkpoint: Mapping, optimizer, scheduler, scaler,

@@ -35,8 +35,11 @@ Detections of one image and class with the same score are interleaved copy by co
 set (COCO breaks score ties by image, then rank): those few get one row per copy, weighted 0 or 1.
 Counts are integers, exact in float64, so a resample's numbers equal the engine's on the materialised
 resampled dataset (image i copied w_i times, new ids in image order) to rounding (1e-12, checked in
-tests/metrics/test_bootstrap.py). 1,000 resamples of 500 images x 100 detections take about a second on
-one core (BENCHMARKS.md).
+tests/metrics/test_bootstrap.py). 1,000 resamples of 500 images x 100 detections take 1-2.5 s of one core
+(BENCHMARKS.md), about 100x less than evaluating each resample afresh.
+
+AP's bootstrap runs high where precision is low: its envelope is a running maximum, and a resample holds
+~63 % distinct images (docs/metrics.md); the shift cancels in `paired_difference`.
 """
 
 from __future__ import annotations
@@ -335,7 +338,8 @@ class _Block:
     tp_u: np.ndarray                # (P,) its U row (same detection)
     tp_group_neg: np.ndarray        # (P,) minus the group ordinal (nonincreasing), for the envelope
     tp_npig: np.ndarray             # (P,) row of its (area, class) in the GT counts
-    fix: Any                        # scipy CSR or None, (F, C) tp+fp correction per segment ending at each of the rows below
+    fix: Any                        # scipy CSR or None, (F, C) tp+fp correction per segment ending at each
+                                    # of the rows below
     fix_rows: np.ndarray            # (F,) the TP rows of the groups that need the correction
     fix_starts: np.ndarray          # first row (in fix_rows) of each of their groups
     starts: np.ndarray              # (n_groups,) first row of each nonempty group
@@ -354,10 +358,11 @@ class _Plan:
     rec_grid: np.ndarray            # rec_thr with its first value (0) replaced by the least positive float
     uniform_rec: bool
     npig: Any                       # scipy CSR (A * K, N) non-ignored GT boxes per (area, class) and image
-    recall: Any                     # scipy CSR (len(pairs) * T * K, N) TPs per ((max-dets, area) pair, IoU, class), image
+    recall: Any                     # scipy CSR (len(pairs) * T * K, N) TPs per ((max-dets, area), IoU, class)
     recall_pairs: list[tuple[int, int]]
     precision_m: list[int]          # max-dets indices whose precision the summaries read
-    dets: dict[str, np.ndarray]     # evaluated detections: img, cat, rank, score (E,); tp, matched (E, A, T); inside (E, A)
+    dets: dict[str, np.ndarray]     # evaluated detections: img, cat, rank, score (E,); tp, matched (E, A, T);
+                                    # inside (E, A)
     tied_images: np.ndarray         # images with two detections of one class and the same score
     blocks: dict[int, dict[int, _Block]]  # copies -> max-dets index -> block, built on first use
 
@@ -484,7 +489,8 @@ def _block(mi: int, max_det: int, dets: dict[str, np.ndarray], tied: np.ndarray,
             tp_u.append(u_off[a] + np.searchsorted(u_pos[a], P))
             tp_key.append((a * T + t) * K + cat[P])
             # tp + fp = in-range so far - (matched to an ignored box and in range) + (TP outside the range)
-            for sign, events in ((1.0, mt_s[:, a, t] & ~tp_s[:, a, t] & in_s[:, a]), (-1.0, tp_s[:, a, t] & ~in_s[:, a])):
+            ignored_in = mt_s[:, a, t] & ~tp_s[:, a, t] & in_s[:, a]
+            for sign, events in ((1.0, ignored_in), (-1.0, tp_s[:, a, t] & ~in_s[:, a])):
                 r, c = _segments(P, np.flatnonzero(events), cat)
                 fix_r.append(n_rows + r)
                 fix_c.append(img[c])
@@ -622,8 +628,8 @@ def _recall_count(plan: _Plan, recall: np.ndarray) -> np.ndarray:
     value replaced by the least positive float, so recall 0 counts nothing); else a search."""
     if not plan.uniform_rec:
         return np.where(recall > 0, np.searchsorted(plan.rec_thr, recall, side="right"), 0).astype(np.float64)
-    k = np.rint(recall * (len(plan.rec_thr) - 1)).astype(np.intp)
-    return k + (np.take(plan.rec_grid, k) <= recall)
+    k = np.rint(recall * (len(plan.rec_thr) - 1)).astype(np.int16 if len(plan.rec_thr) < 1 << 15 else np.intp)
+    return k + (np.take(plan.rec_grid, k) <= recall)   # int16: a quarter of the memory traffic of intp
 
 
 def _summary(plan: _Plan, ap: dict[int, np.ndarray], recall: np.ndarray, valid: np.ndarray, is_ap: bool,

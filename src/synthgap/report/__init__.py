@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from synthgap.io import storage
 from synthgap.report.run import PROTOCOLS, Run, load_run, read_scalars
 
-__all__ = ["build_report", "load_run", "read_scalars", "render_report", "Run", "PROTOCOLS"]
+__all__ = ["build_report", "write_study_report", "load_run", "read_scalars", "render_report", "Run", "PROTOCOLS"]
 
 
 def _stats_plots(doc: dict[str, Any]) -> list[tuple[str, bytes]]:
@@ -108,3 +108,23 @@ def build_report(run_dirs: Sequence[str], out: str, *, test_data: str | None = N
                          summary=summary, stats=stats, datasets=datasets)
     storage.write_text(out, text)
     return out
+
+
+def write_study_report(study_out: str, out: str | None = None) -> str:
+    """The report of a study folder that `synthgap.study.run_study` filled: its config (``study.yaml``),
+    ``summary.json``, the finished cells' run folders, the data statistics (``stats/stats.json``, when the
+    study made them) and the first frames of its datasets. Writes ``out`` (default
+    ``STUDY_OUT/report.html``) atomically and returns its path."""
+    from synthgap.study import cell_dir, cell_names, is_finished, load_study_config, study_datasets
+
+    study_out = storage.absolute(study_out)
+    summary = storage.join(study_out, "summary.json")
+    if not storage.exists(summary):
+        raise FileNotFoundError(f"{study_out}: no summary.json (run the study first: synthgap study)")
+    cfg = load_study_config(storage.join(study_out, "study.yaml"))
+    runs = [cell_dir(study_out, c, s) for c in cell_names(cfg) for s in cfg.seeds if is_finished(study_out, c, s)]
+    stats = storage.join(study_out, "stats", "stats.json")
+    return build_report(runs, out or storage.join(study_out, "report.html"), title=cfg.name,
+                        gallery_images=cfg.gallery_images, summary=summary,
+                        stats=stats if cfg.data_stats and storage.exists(stats) else None,
+                        datasets=study_datasets(cfg, study_out))

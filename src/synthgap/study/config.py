@@ -15,6 +15,7 @@ the offline demo (``target_name`` says which, and the printed text and the repor
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -98,6 +99,13 @@ class StudyConfig:
             raise ConfigError(f"{source}: datasets.synthetic is required by the synthetic and finetune cells")
         if ("real" in self.cells or "finetune" in self.cells) and not d.real_train:
             raise ConfigError(f"{source}: datasets.real_train is required by the real and finetune cells")
+        for key, split in (("synthetic", None), ("real_train", d.real_train_split)):
+            path = getattr(d, key)
+            if path and uses(self, key) and same_data(path, split, d.real_test, d.real_test_split):
+                raise ConfigError(f"{source}: datasets.real_test is datasets.{key} ({path}"
+                                  + (f", split {split!r}" if split else "") + "): every model would be tested on "
+                                  "images it was trained on; name a test set the study does not train on (another "
+                                  "folder, or a disjoint real_test_split)")
         if ("real" in self.cells or "finetune" in self.cells) and not self.fractions:
             raise ConfigError(f"{source}: fractions is empty but the real or finetune cell is on")
         for i, f in enumerate(self.fractions):
@@ -158,6 +166,22 @@ def load_study_config(source: str) -> StudyConfig:
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: not valid YAML ({e})") from None
     return study_config_from_dict(raw or {}, source)
+
+
+def uses(cfg: StudyConfig, key: str) -> bool:
+    """Whether the config's cells train on ``datasets.<key>``: ``synthetic`` (the synthetic and finetune
+    cells) or ``real_train`` (the real and finetune cells)."""
+    kinds = {"synthetic": ("synthetic", "finetune"), "real_train": ("real", "finetune")}[key]
+    return bool(getattr(cfg.datasets, key)) and any(k in cfg.cells for k in kinds)
+
+
+def same_data(a: str, a_split: str | None, b: str, b_split: str | None) -> bool:
+    """Whether two dataset paths / URIs and their split names are the same data: local paths compared
+    resolved (``..``, symlinks, relative to the working directory), URIs by their text."""
+    def resolved(p: str) -> str:
+        return os.path.realpath(storage.local_path(p)) if storage.is_local(p) else p.rstrip("/")
+
+    return resolved(a) == resolved(b) and (a_split or None) == (b_split or None)
 
 
 def fraction_tag(fraction: float) -> str:

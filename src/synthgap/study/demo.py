@@ -106,7 +106,8 @@ def demo_study_config(s: DemoSize, synthetic: str, target_train: str, target_tes
 
 
 def run_demo(out: str, size: str = "default", progress: bool = True) -> str:
-    """Generate the data, run the small study into ``out``; returns the path of the HTML report."""
+    """Generate the data, run the small study into ``out``; returns the study folder (``out/study``; the
+    `synthgap demo` command then writes its report with `synthgap.report.write_study_report`)."""
     with locks.lock_folder(out, "synthgap demo"):  # one demo run per folder at a time (synthgap.io.locks)
         s = SIZES[size]
         classes = default_class_names()[:s.classes]
@@ -119,4 +120,5 @@ def run_demo(out: str, size: str = "default", progress: bool = True) -> str:
         target_test = generate_once(storage.join(data, "target-test"), format="coco", frames=s.target_test_frames,
                                     seed=2, style="target", **common)
         cfg = demo_study_config(s, synthetic, target_train, target_test)
-        return run_study(cfg, storage.join(out, "study"), progress=progress)  # run_study validates it
+        run_study(cfg, storage.join(out, "study"), progress=progress)  # run_study validates it
+        return storage.join(out, "study")

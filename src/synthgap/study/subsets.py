@@ -6,17 +6,33 @@ written once (atomically) and reused by every cell and rerun.
 ``datasets.real_val``), ``real_train_<pct>pct`` (the first <pct> % of the pool in one fixed random order,
 ``subset_seed``: 10 % is inside 50 %, datasetinsights' 76 / 380 / 760) and ``real_<which>_split_<name>`` (a
 named split of a UnityGroceries-Real folder).
+
+Each subset folder also holds ``made_from.json`` (`subset_records`): the source it was drawn from (path,
+format, split and `dataset_fingerprint`) and the settings that shape it (holdout fraction, budget,
+``subset_seed``). `prepare_subsets`, run by `synthgap.study.runner.run_study` before any cell, rebuilds a
+subset whose record differs from what the config now names, so a rerun never trains on subsets of a dataset
+the config no longer points at; ``OUT/subsets/sources.json`` holds the records of the configured datasets.
+`check_test_images` refuses a test set that shares images with what the study trains on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+from typing import Any
 
 from synthgap.errors import DatasetError
 from synthgap.io import storage
-from synthgap.study.config import StudyConfig, fraction_tag
+from synthgap.study.config import StudyConfig, fraction_tag, same_data, uses
 
 log = logging.getLogger(__name__)
+
+MADE_FROM = "made_from.json"  # beside each subset's annotations.json, and in each cell folder (runner)
+SOURCES = "sources.json"      # OUT/subsets/sources.json: the records of the datasets the config names
+# files whose bytes `dataset_fingerprint` reads: every reader's annotations (COCO, SOLO, Perception, Supervisely
+# JSON; YOLO TXT/YAML) and the generator's tables (JSONL); other files (images) count by name and size
+ANNOTATION_SUFFIXES = (".json", ".jsonl", ".txt", ".yaml", ".yml", ".csv", ".xml")
 
 
 def _write_coco(ds, indices, path: str, source: str | None = None) -> str:
@@ -141,3 +157,200 @@ def in_domain_data(cfg: StudyConfig, kind: str, out: str) -> tuple[str, str | No
     if kind == "synthetic":
         return synthetic_split(cfg, out)[1], "coco"
     return real_pool_and_val(cfg, out)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# what each subset was made from
+
+
+def dataset_fingerprint(path: str, format: str | None = None, split: str | None = None) -> str:
+    """sha256 (hex) of a dataset as the study reads it: equal on a rerun when its images and boxes are.
+
+    A local folder: the relative path and size (bytes) of every file in sorted order, and the content of its
+    annotation files (`ANNOTATION_SUFFIXES`); images count by name and size only (hidden files, such as
+    lock files and ``.synthgap-complete``, are left out). Reading annotations costs about what the study's
+    first pass over them does, without decoding an image (BENCHMARKS.md, "Study fingerprints"). A local
+    file (a COCO JSON): its bytes; a YAML or TXT file (YOLO's ``data.yaml``, an image list) also the folder
+    holding it. A URI (gs://, s3://, http(s)): the samples as the reader yields them (image, size, boxes,
+    labels, crowd flags) and the label map, which reads every annotation once."""
+    h = hashlib.sha256()
+    if storage.is_local(path):
+        local = storage.local_path(path)
+        if os.path.isfile(local):
+            _hash_file(h, local)
+            if not local.lower().endswith(".json"):
+                _hash_folder(h, os.path.dirname(local) or ".")
+        else:
+            _hash_folder(h, local)
+        return h.hexdigest()
+    from synthgap.data import open_dataset
+
+    ds = open_dataset(path, format, **({"split": split} if split else {}))
+    h.update(repr(sorted(ds.label_map.items())).encode())
+    for s in ds:
+        h.update(f"{s.image}|{s.width}|{s.height}|".encode())
+        for array in (s.boxes.astype("float64"), s.labels.astype("int64"), s.iscrowd.astype("int64")):
+            h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def _hash_file(h, path: str) -> None:
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def _hash_folder(h, root: str) -> None:
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(folder, root)
+        for name in sorted(f for f in files if not f.startswith(".")):
+            full = os.path.join(folder, name)
+            h.update(f"{os.path.normpath(os.path.join(rel, name))}|{os.path.getsize(full)}\n".encode())
+            if name.lower().endswith(ANNOTATION_SUFFIXES):
+                _hash_file(h, full)
+
+
+def source_records(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
+    """Every dataset the config names: ``datasets`` key (``synthetic``, ``real_train``, ``real_val``,
+    ``real_test``) -> {"path", "format", "split", "fingerprint"} (`dataset_fingerprint`; a folder named by
+    several keys is read once)."""
+    d, cache, out = cfg.datasets, {}, {}
+    for key, fmt, split in (("synthetic", d.synthetic_format, None), ("real_train", d.real_format, d.real_train_split),
+                            ("real_val", d.real_format, d.real_val_split), ("real_test", d.real_format, d.real_test_split)):
+        path = getattr(d, key)
+        if not path:
+            continue
+        memo = path if storage.is_local(path) else (path, fmt, split)  # a local fingerprint has no split
+        if memo not in cache:
+            cache[memo] = dataset_fingerprint(path, fmt, split)
+        out[key] = {"path": path, "format": fmt, "split": split, "fingerprint": cache[memo]}
+    return out
+
+
+def subset_records(cfg: StudyConfig, sources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What each split and subset the study writes is made from: subset folder name (under ``OUT/subsets``)
+    -> {"source": its dataset's `source_records` entry, and the settings that shape it}. Only the subsets the
+    config's cells read."""
+    d, out = cfg.datasets, {}
+    if uses(cfg, "synthetic"):
+        for name in ("synthetic_train", "synthetic_holdout"):
+            out[name] = {"source": sources["synthetic"], "synthetic_holdout": cfg.synthetic_holdout,
+                         "subset_seed": cfg.subset_seed}
+    for which, split in (("train", d.real_train_split), ("val", d.real_val_split), ("test", d.real_test_split)):
+        if split and f"real_{which}" in sources:
+            out[f"real_{which}_split_{split}"] = {"source": sources[f"real_{which}"]}
+    if uses(cfg, "real_train"):
+        pool = {"source": sources["real_train"], "validation": "datasets.real_val" if d.real_val else "held out",
+                "real_holdout": None if d.real_val else cfg.real_holdout, "subset_seed": cfg.subset_seed}
+        if not d.real_val:
+            out["real_train_pool"] = out["real_val_holdout"] = pool
+        for f in cfg.fractions:
+            out[f"real_train_{fraction_tag(f)}pct"] = {**pool, "fraction": f}
+    return out
+
+
+def made_from(out: str, name: str) -> dict[str, Any] | None:
+    """The record written beside subset ``name`` (None: none written), or ``sources`` for `SOURCES`."""
+    path = storage.join(out, "subsets", SOURCES if name == "sources" else storage.join(name, MADE_FROM))
+    return storage.read_json(path) if storage.exists(path) else None
+
+
+def record_changes(old: dict[str, Any] | None, new: dict[str, Any] | None, prefix: str = "") -> list[str]:
+    """What differs between two records, one "key: old -> new" item per dotted key (fingerprints shortened)."""
+    old, new = old or {}, new or {}
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) or isinstance(b, dict):
+            out += record_changes(a if isinstance(a, dict) else {}, b if isinstance(b, dict) else {},
+                                  f"{prefix}{key}.")
+        elif a != b:
+            short = (lambda v: v[:12] if key == "fingerprint" and isinstance(v, str) else v)
+            out.append(f"{prefix}{key}: {short(a)!r} -> {short(b)!r}")
+    return out
+
+
+def prepare_subsets(cfg: StudyConfig, out: str) -> dict[str, dict[str, Any]]:
+    """Write every split and subset the cells read, each with its ``made_from.json``; a subset made from
+    other data or settings (or with no record) is removed and written again, and the change logged.
+    Writes ``OUT/subsets/sources.json``; returns the subsets' records (`subset_records`)."""
+    sources = source_records(cfg)
+    expected = subset_records(cfg, sources)
+    for name, record in expected.items():
+        folder, found = storage.join(out, "subsets", name), made_from(out, name)
+        if storage.exists(storage.join(folder, "annotations.json")) and found != record:
+            changes = record_changes(found, record) if found else [f"no {MADE_FROM}"]
+            log.warning("subsets/%s was made from other data or settings (%s): writing it again", name,
+                        "; ".join(changes))
+            storage.remove(folder)
+    if uses(cfg, "synthetic"):
+        synthetic_split(cfg, out)
+    for which in ("train", "val", "test"):
+        if f"real_{which}_split_{getattr(cfg.datasets, f'real_{which}_split')}" in expected:
+            real_data(cfg, which, out)
+    if uses(cfg, "real_train"):
+        real_pool_and_val(cfg, out)
+        for fraction in cfg.fractions:
+            real_subset(cfg, fraction, out)
+    for name, record in expected.items():
+        if made_from(out, name) != record:
+            storage.write_json(storage.join(out, "subsets", name, MADE_FROM), record)
+    storage.write_json(storage.join(out, "subsets", SOURCES), sources)
+    return expected
+
+
+# ---------------------------------------------------------------------------------------------
+# test images never trained on
+
+
+def _resolved(path: str) -> str:
+    return os.path.realpath(storage.local_path(path)) if storage.is_local(path) else path
+
+
+def _image_keys(sample, source: str | None) -> list[tuple]:
+    """What identifies an image: its resolved path, its file (device, inode: hard links too) and, with
+    ``source`` (the dataset it came from), its image id in that source."""
+    keys: list[tuple] = [("path", _resolved(sample.image))]
+    if storage.is_local(sample.image):
+        try:
+            st = os.stat(storage.local_path(sample.image))
+            keys.append(("file", st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    if source is not None:
+        keys.append(("id", source, int(sample.image_id)))
+    return keys
+
+
+def check_test_images(cfg: StudyConfig, out: str) -> None:
+    """Refuse a target test set that shares an image with what the study trains on (the synthetic training
+    split, the real training split): the same file (resolved path, or the same device and inode), or, when
+    both come from one dataset (another split of it), the same image id. Raises DatasetError naming the
+    test data, how many of its images are shared and one of them."""
+    from synthgap.data import open_dataset
+
+    d = cfg.datasets
+    test = list(open_dataset(*real_data(cfg, "test", out)))
+    trained = []
+    if uses(cfg, "synthetic"):
+        trained.append(("datasets.synthetic", d.synthetic, None, (synthetic_split(cfg, out)[0], "coco")))
+    if uses(cfg, "real_train"):
+        trained.append(("datasets.real_train", d.real_train, d.real_train_split, real_data(cfg, "train", out)))
+    for key, root, split, (path, fmt) in trained:
+        source = _resolved(root) if same_data(root, None, d.real_test, None) else None  # splits of one dataset
+        seen = {k: s for s in open_dataset(path, fmt) for k in _image_keys(s, source)}
+        shared = []
+        for t in test:
+            match = next((seen[k] for k in _image_keys(t, source) if k in seen), None)
+            if match is not None:
+                shared.append((t, match))
+        if shared:
+            (t, other), where = shared[0], root + (f", split {split!r}" if split else "")
+            raise DatasetError(
+                f"{len(shared)} of {len(test)} test images (datasets.real_test"
+                + (f", split {d.real_test_split!r}" if d.real_test_split else "") + f") are also training images "
+                f"of {key} ({where}), e.g. {t.image} (id {t.image_id}) is {other.image} (id {other.image_id}) "
+                "there: every model would be scored on images it was trained on; test on images the study never "
+                "trains on (another folder, or disjoint splits: real_train_split / real_test_split)",
+                file=d.real_test, record=f"image {t.image_id}", field="file_name", kind="test_overlap")

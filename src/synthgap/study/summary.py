@@ -1,7 +1,8 @@
 """The study's summary, typed: one `CellRow` per cell (mean +/- std over seeds of its target and in-domain
 metrics, transfer ratio, the "did it learn" flag), one `Comparison` per real-data budget (real only vs
 synthetic then real on the same subset, paired by seed), the feature distance beside the AP gap
-(`FeatureGap`), and the conclusions in words (`synthgap.study.text`).
+(`FeatureGap`), and the conclusions in words (`synthgap.study.text`; `synthgap.study.runner.summarize`
+puts it all together).
 
 ``summary.json`` is `StudySummary.to_dict()` with a ``schema_version``; `StudySummary.from_dict` also reads
 the summaries written before it (schema 1: rows keyed by display strings such as ``"coco AP50"``), so the
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from synthgap.io import storage
-from synthgap.study.config import StudyConfig, cell_dir, cell_kind, cell_names, fraction_tag, is_finished
+from synthgap.study.config import StudyConfig, cell_dir, cell_kind, fraction_tag, is_finished
 from synthgap.study.intervals import (ImageSeedBootstrap, MetricStat, PairedDifference, mean_std, paired_difference,
                                       seed_image_bootstrap)
 
@@ -468,17 +469,3 @@ def feature_gap_summary(cfg: StudyConfig, out: str, stats: dict[str, Any] | None
               "distribution, comparable only for one model. AP gap = in-domain minus target "
               f"{metric_name(HEADLINE)}, same model. One study is one point: compare several synthetic datasets to "
               "see whether the distance predicts the gap."))
-
-
-def summarize(cfg: StudyConfig, out: str, stats: dict[str, Any] | None = None) -> StudySummary:
-    """Every finished cell over seeds (target metrics, in-domain metrics, transfer ratio, learned flag), the
-    per-budget comparison, the feature distance beside the AP gap (from ``stats``, a `data_stats` document)
-    and the conclusions: what summary.json holds (`StudySummary.to_dict`)."""
-    from synthgap.study.text import conclusions
-
-    docs = {cell: d for cell in cell_names(cfg) if (d := cell_docs(cfg, out, cell))}
-    rows = {cell: cell_row(cfg, cell, d) for cell, d in docs.items()}
-    summary = StudySummary(rows=list(rows.values()), comparison=add_bootstrap(cfg, out, compare(cfg, docs, rows)),
-                           in_domain_floor=cfg.in_domain_floor, target_name=cfg.target_name,
-                           feature_gap=feature_gap_summary(cfg, out, stats))
-    return replace(summary, conclusions=conclusions(summary))

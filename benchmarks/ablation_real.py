@@ -35,7 +35,12 @@ VARIANTS = {
     "no_blur_noise": dataclasses.replace(CHOSEN, blur=0.0, noise=0.0),
     "plain_background": dataclasses.replace(CHOSEN, hue=15.0, brightness=0.2, contrast=0.2, background="plain",
                                             distractors=(0, 0)),
+    # scales and counts wider than the pool's (products 35-220 px, 4-40 per frame)
+    "wide_scale": dataclasses.replace(CHOSEN, object_height=(35.0, 220.0), objects_per_frame=(4, 40)),
+    "frozen_backbone": CHOSEN,
 }
+# training overrides of a variant (default: none): the demo's synthetic cells freeze the whole ImageNet backbone
+TRAIN_OVERRIDES = {"frozen_backbone": ["model.trainable_backbone_layers=0"]}
 
 
 def main() -> None:
@@ -50,8 +55,9 @@ def main() -> None:
     torch.set_num_threads(1)
     catalog = load_catalog(a.catalog, single_class="product")
     val = os.path.join(a.splits, "shelves_val.json")
-    cfg = load_config("cpu_real", [f"train.epochs={max(1, round(a.steps * 2 / a.frames))}", "train.keep_checkpoints=0"])
     for name in a.only:
+        cfg = load_config("cpu_real", [f"train.epochs={max(1, round(a.steps * 2 / a.frames))}",
+                                       "train.keep_checkpoints=0", *TRAIN_OVERRIDES.get(name, [])])
         folder = os.path.join(a.out, name)
         t0 = time.perf_counter()
         generate_paste(os.path.join(folder, "data"), a.frames, catalog, format="coco", width=360, height=640,

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from synthgap.cli import main
 from synthgap.study import HEADLINE, read_summary
-from synthgap.study.demo_real import SIZES, TEST_VIDEOS, paste_config
+from synthgap.study.demo_real import SIZES, TEST_VIDEOS, paste_config, real_study_config
 from tests.helpers.real import github_zip
 
 pytest.importorskip("timm")
@@ -56,3 +56,13 @@ def test_the_generator_sizes_follow_the_input_size():
     """Product heights are matched to the pool's boxes at the model's input size."""
     assert paste_config(640).object_height == (45.0, 110.0)
     assert paste_config(320).object_height == (22.5, 55.0)
+
+
+def test_only_the_synthetic_cells_freeze_the_imagenet_backbone():
+    """Learning from synthetic images keeps the ImageNet features (the whole backbone frozen); the real and
+    fine-tune cells train its last levels (cpu_real's default)."""
+    paths = {role: f"shelves_{role}.json" for role in ("train", "val", "test")}
+    study = real_study_config(SIZES["default"], "synthetic", paths)
+    assert study.train_cfg("synthetic", 0).model.trainable_backbone_layers == 0
+    assert study.train_cfg("real", 0).model.trainable_backbone_layers is None
+    assert study.train_cfg("finetune", 0).model.trainable_backbone_layers is None

@@ -19,18 +19,18 @@ from synthgap.errors import ConfigError, SynthgapError
 COMMANDS = {
     "info": "synthgap.cli.data:info",
     "convert": "synthgap.cli.data:convert",
-    "configs": "synthgap.cli.train:configs",
+    "configs": "synthgap.cli.config:configs",
     "score": "synthgap.cli.score:score",
-    "train": "synthgap.cli.train:train",
-    "evaluate": "synthgap.cli.train:evaluate",
-    "predict": "synthgap.cli.train:predict",
+    "train": "synthgap.cli.engine:train",
+    "evaluate": "synthgap.cli.engine:evaluate",
+    "predict": "synthgap.cli.engine:predict",
     "generate": "synthgap.cli.generate:generate",
     "demo": "synthgap.cli.demo:demo",
     "download": "synthgap.cli.download:download",
     "pipelines": "synthgap.cli.pipelines:pipelines",
-    "stats": "synthgap.cli.analysis:stats",
-    "report": "synthgap.cli.analysis:report",
-    "study": "synthgap.cli.analysis:study",
+    "stats": "synthgap.cli.stats:stats",
+    "report": "synthgap.cli.report:report",
+    "study": "synthgap.cli.study:study",
 }
 
 

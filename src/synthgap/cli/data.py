@@ -97,7 +97,7 @@ def info(path, format, split, image_root, skip_invalid, as_json, decode, leakage
     run past the image edge: kept as written, clipped for training) and captures of sensors that are
     not RGB cameras (left out) are listed but are not problems.
     """
-    from synthgap.cli.train import checkpoint_info
+    from synthgap.cli.engine import checkpoint_info
     from synthgap.data.info import dataset_info
 
     if checkpoint_info(path, as_json):  # a checkpoint (.estimator, .pth, .pt): what it holds, not a dataset

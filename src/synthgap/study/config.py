@@ -33,7 +33,12 @@ class StudyData:
     names a split of a UnityGroceries-Real folder (e.g. ``train`` / ``val`` / ``test``; then the real paths
     may be the same folder): the split is written once as a COCO file under ``OUT/subsets/``. ``real_val``
     (optional) is the real models' in-domain validation data; without it, ``real_holdout`` of the real
-    training split is held out for that."""
+    training split is held out for that.
+
+    ``real_group_by`` / ``synthetic_group_by`` keep groups whole in the study's draws (`synthgap.data.splits`'
+    spec: ``regex:PATTERN`` on the file name, ``folder``, ``field:NAME`` of the reader's metadata): the real
+    validation holdout and the real subsets, and the synthetic holdout, take whole groups (frames of one video,
+    one session, one SOLO sequence), so that no group has images on both sides. None: image by image."""
 
     synthetic: Optional[str] = None
     real_train: Optional[str] = None
@@ -44,6 +49,8 @@ class StudyData:
     real_train_split: Optional[str] = None
     real_test_split: Optional[str] = None
     real_val_split: Optional[str] = None
+    real_group_by: Optional[str] = None       # e.g. 'regex:^(IMG_\\d+)_' (the frames of one video)
+    synthetic_group_by: Optional[str] = None  # e.g. 'field:sequence' (one SOLO sequence)
 
     def check(self, source: str) -> None:  # which paths are required depends on the cells: StudyConfig.validate
         pass
@@ -106,6 +113,8 @@ class StudyConfig:
                                   + (f", split {split!r}" if split else "") + "): every model would be tested on "
                                   "images it was trained on; name a test set the study does not train on (another "
                                   "folder, or a disjoint real_test_split)")
+        for key in ("real_group_by", "synthetic_group_by"):
+            check_group_by(getattr(d, key), f"{source}: datasets.{key}")
         if ("real" in self.cells or "finetune" in self.cells) and not self.fractions:
             raise ConfigError(f"{source}: fractions is empty but the real or finetune cell is on")
         for i, f in enumerate(self.fractions):
@@ -182,6 +191,19 @@ def same_data(a: str, a_split: str | None, b: str, b_split: str | None) -> bool:
         return os.path.realpath(storage.local_path(p)) if storage.is_local(p) else p.rstrip("/")
 
     return resolved(a) == resolved(b) and (a_split or None) == (b_split or None)
+
+
+def check_group_by(spec: str | None, where: str) -> None:
+    """Raise ConfigError (prefixed ``where``) when ``spec`` is not a `synthgap.data.splits.group_keys` spec:
+    an unknown form, an empty pattern or name, or a regex that does not compile. None is fine (no groups)."""
+    if spec is None:
+        return
+    from synthgap.data.splits import group_keys
+
+    try:
+        group_keys([], spec)  # parses the spec (and compiles a regex) before any sample is read
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def fraction_tag(fraction: float) -> str:

@@ -1,6 +1,6 @@
-"""`synthgap stats`, `synthgap report`, `synthgap study`: look at datasets and compare trained runs.
+"""`synthgap stats`: what is in one dataset, and how it compares with others (`synthgap.stats`).
 
-Heavy imports (matplotlib, torch) happen inside the commands so `synthgap --help` stays fast.
+Heavy imports (matplotlib, torch) happen inside the command so `synthgap --help` stays fast.
 """
 
 from __future__ import annotations
@@ -59,58 +59,3 @@ def stats(dataset, others, out, format, names, no_plots, features, feature_image
         for found in gap.get("leakage", []):
             click.echo(f"leakage {doc['reference']} -> {name}: {found['verdict']}")
     click.echo(f"wrote {out}/stats.json" + ("" if no_plots else " and plots"))
-
-
-@click.command()
-@click.argument("run_dirs", nargs=-1, required=True)
-@click.option("--out", default="report.html", show_default=True, help="The HTML file to write (local or URI).")
-@click.option("--test-data", default=None,
-              help="Test dataset of the runs (for PR curves and the gallery) when their run.json names none; "
-                   "a path relative to the working directory, or a URI.")
-@click.option("--name", "names", multiple=True, help="Display name per run, in order (default: run.json / folder).")
-@click.option("--title", default="synthgap report", show_default=True, help="Page title and heading.")
-@click.option("--gallery-images", type=click.IntRange(0), default=6, show_default=True,
-              help="Test images drawn per run.")
-@click.option("--score-thresh", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Gallery: draw detections scoring at least this.")
-@click.option("--stats", "stats_json", default=None,
-              help="A stats.json written by `synthgap stats`: adds the datasets' statistics and gap to the page.")
-def report(run_dirs, out, test_data, names, title, gallery_images, score_thresh, stats_json):
-    """One self-contained HTML page over RUN_DIRS (folders written by `synthgap evaluate --output`):
-    metrics of both protocols, PR curves, per-class AP, training curves and a TP/FP/miss gallery."""
-    from synthgap.report import build_report
-
-    if names and len(names) != len(run_dirs):
-        raise click.BadParameter(f"{len(names)} --name values for {len(run_dirs)} runs", param_hint="--name")
-    try:
-        build_report(list(run_dirs), out, test_data=test_data, names=list(names) or None, title=title,
-                     gallery_images=gallery_images, score_thresh=score_thresh, stats=stats_json)
-    except FileNotFoundError as e:  # a run folder without metrics
-        raise click.ClickException(str(e)) from None
-    click.echo(f"wrote {out} ({len(run_dirs)} runs)")
-
-
-@click.command()
-@click.option("--config", "config", required=True, help="Study YAML (see docs/report.md).")
-@click.option("--out", required=True, help="Study folder: one sub-folder per cell and seed, then report.html.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
-def study(config, out, no_progress):
-    """Train on synthetic; for each real fraction, train on that real subset from scratch and fine-tune the
-    synthetic model on the same subset; evaluate all on the real test split and in their own domain (held-out
-    data), over one or more seeds; finished cells are skipped on a rerun. Before anything trains, the data are
-    checked: the test set shares no image with a training set, label maps match by class name, and subsets
-    and cells made from other data are rebuilt or refused. Prints the summary (cells that did not learn in
-    their own domain flagged) and what it says; ends with the HTML report."""
-    import logging
-
-    from synthgap.report import write_study_report
-    from synthgap.study import format_summary, load_study_config, read_summary, run_study
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = load_study_config(config)
-        summary = run_study(cfg, out, progress=not no_progress)
-    except FileNotFoundError as e:  # a fine-tuning cell whose synthetic cell did not run
-        raise click.ClickException(str(e)) from None
-    click.echo("\n" + format_summary(read_summary(summary)))
-    click.echo(f"\nstudy done; report: {write_study_report(out)}")

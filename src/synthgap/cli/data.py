@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import click
@@ -193,101 +192,32 @@ def convert(src, dst, to, subset, predictions, format, split, image_root, copy_i
     """
     if (predictions is not None) != (to == "fiftyone"):
         raise click.UsageError("--predictions goes with --to fiftyone (and --to fiftyone needs it)")
+    if to == "yolo" and (not subset or "/" in subset or "\\" in subset or subset in (".", "..")):
+        raise click.BadParameter(f"a plain folder name (train, val, test), got {subset!r}", param_hint="--subset")
+    from synthgap.data.convert import check_destination, convert_dataset
+
+    check_destination(src, dst, copy_images=copy_images and to == "coco")
     group = (group_by, val_fraction, split_seed) if group_by is not None else None
-    from synthgap.io import locks, storage
-    from synthgap.data.coco import DEFAULT_JSON_NAME
-
-    out_json = dst if dst.lower().endswith(".json") else storage.join(dst, DEFAULT_JSON_NAME)
-    source = storage.absolute(src)  # with --copy-images, a JSON's images beside it could be overwritten
-    source_folder = source.rsplit("/" if "://" in source else os.sep, 1)[0] \
-        if copy_images and storage.isfile(src) else source
-    if storage.is_within(dst, source_folder) or storage.is_within(out_json, source):
-        raise click.UsageError(f"DST {dst} is, or is inside, SRC {src}: convert never writes into its source "
-                               "(it would replace the annotations and images it reads); choose another DST")
-    if to != "coco":
-        if to == "yolo" and (not subset or "/" in subset or "\\" in subset or subset in (".", "..")):
-            raise click.BadParameter(f"a plain folder name (train, val, test), got {subset!r}", param_hint="--subset")
-        with locks.lock_folder(dst, f"synthgap convert --to {to}"):  # one writer of DST at a time
-            locks.remove_stale_temps(dst, subfolders=(f"images/{subset}", f"labels/{subset}") if to == "yolo"
-                                     else ("data",))  # where a killed export's writes left .tmp files
-            _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid, group)
-        return
-    from synthgap.data import DatasetError, SkipReport
-    from synthgap.data.coco import CocoWriter
-    from synthgap.data.info import iter_samples, problem_counts
-
-    with locks.lock_folder(dst, "synthgap convert"):  # one writer of DST at a time
-        # a killed convert's .tmp files: beside the JSON and the copied images (atomic writes put them there)
-        locks.remove_stale_temps(os.path.dirname(storage.absolute(out_json)), subfolders=("images",))
-        ds = _open(src, format, split, image_root, skip_invalid=skip_invalid, group=group)
-        report = SkipReport() if skip_invalid else None
-        n_boxes = 0
-        try:
-            with CocoWriter(dst, ds.label_map, copy_images=copy_images) as writer:
-                for sample in iter_samples(ds, report, "converting"):
-                    try:
-                        writer.add(sample)  # with --copy-images: only files that decode as images are copied
-                    except DatasetError as e:
-                        if report is None:
-                            raise
-                        report.add(e)
-                        continue
-                    n_boxes += len(sample)
-                if len(writer) == 0:  # raising here leaves no file behind
-                    raise click.ClickException(f"nothing to convert: no usable images in {src}")
-        except OSError as e:  # cannot write DST or copy an image
-            raise click.ClickException(str(e)) from None
-        skipped = list(ds.skipped.errors) + (report.errors if report else [])
-        click.echo(f"wrote {len(writer)} images, {n_boxes} boxes, {len(ds.label_map)} classes "
-                   f"({ds.format} -> coco) to {writer.json_path}")
-        if skipped:
-            parts = ", ".join(f"{n} {k}" for k, n in problem_counts(skipped).items())
-            click.echo(f"skipped {len(skipped)} invalid records ({parts}):")
-            _print_problems(skipped)
-        else:
-            click.echo("skipped 0 records")
-
-
-def _export(src, dst, to, subset, predictions, format, split, image_root, skip_invalid, group=None) -> None:
-    """`convert --to yolo` and `convert --to fiftyone` (both copy the images into DST; the caller checked
-    ``subset`` and holds DST's lock)."""
-    from synthgap.io import storage
-    from synthgap.data import SkipReport
-    from synthgap.data.info import iter_samples, problem_counts
-
-    if storage.is_within(dst, storage.absolute(src)):
-        raise click.UsageError(f"DST {dst} is, or is inside, SRC {src}: choose another DST")
     ds = _open(src, format, split, image_root, skip_invalid=skip_invalid, group=group)
-    report = SkipReport() if skip_invalid else None
-    try:
-        if to == "yolo":
-            from synthgap.data.yolo import YoloWriter
+    done = convert_dataset(ds, src, dst, to, subset=subset, predictions=predictions, copy_images=copy_images,
+                           skip_invalid=skip_invalid)
+    if to == "coco":
+        click.echo(f"wrote {done.images} images, {done.boxes} boxes, {done.classes} classes "
+                   f"({done.source_format} -> coco) to {done.path}")
+    elif to == "yolo":
+        click.echo(f"wrote {done.images} images, {done.boxes} boxes, {done.classes} classes "
+                   f"({done.source_format} -> yolo, subset {subset}) to {dst}; data.yaml: {done.yaml_path}")
+        if done.dropped_boxes:
+            click.echo(f"dropped {done.dropped_boxes} boxes that lie entirely outside their image")
+    else:
+        click.echo(f"wrote {done.images} images, {done.boxes} ground-truth boxes and {done.detections} detections "
+                   f"({done.source_format} -> fiftyone) to {dst} (labels.json, predictions.json, data/); "
+                   "docs/training.md shows how to load it")
+    if done.skipped:
+        from synthgap.data.info import problem_counts
 
-            with YoloWriter(dst, ds.label_map, subset=subset) as writer:
-                for sample in iter_samples(ds, report, "converting"):
-                    writer.add(sample)
-                if len(writer) == 0:
-                    raise click.ClickException(f"nothing to convert: no usable images in {src}")
-            click.echo(f"wrote {writer.images} images, {writer.boxes} boxes, {len(ds.label_map)} classes "
-                       f"({ds.format} -> yolo, subset {subset}) to {dst}; data.yaml: {writer.yaml_path}")
-            if writer.dropped:
-                click.echo(f"dropped {writer.dropped} boxes that lie entirely outside their image")
-        else:
-            from synthgap.data.fiftyone import export_run
-
-            detections = storage.read_json(predictions)
-            if not isinstance(detections, list):
-                raise click.ClickException(f"{predictions}: expected a COCO results list (synthgap evaluate's "
-                                           "predictions.json)")
-            counts = export_run(iter_samples(ds, report, "exporting"), ds.label_map, detections, dst,
-                                source=predictions)
-            click.echo(f"wrote {counts['images']} images, {counts['boxes']} ground-truth boxes and "
-                       f"{counts['detections']} detections ({ds.format} -> fiftyone) to {dst} "
-                       "(labels.json, predictions.json, data/); docs/training.md shows how to load it")
-    except OSError as e:  # cannot write DST or copy an image
-        raise click.ClickException(str(e)) from None
-    skipped = list(ds.skipped.errors) + (report.errors if report else [])
-    if skipped:
-        parts = ", ".join(f"{n} {k}" for k, n in problem_counts(skipped).items())
-        click.echo(f"skipped {len(skipped)} invalid records ({parts}):")
-        _print_problems(skipped)
+        parts = ", ".join(f"{n} {k}" for k, n in problem_counts(done.skipped).items())
+        click.echo(f"skipped {len(done.skipped)} invalid records ({parts}):")
+        _print_problems(done.skipped)
+    elif to == "coco":
+        click.echo("skipped 0 records")

@@ -49,7 +49,7 @@ class StudyData:
     real_train_split: Optional[str] = None
     real_test_split: Optional[str] = None
     real_val_split: Optional[str] = None
-    real_group_by: Optional[str] = None       # e.g. 'regex:^(IMG_\\d+)_' (the frames of one video)
+    real_group_by: Optional[str] = None       # e.g. 'regex:^(IMG_\d+)_' (the frames of one video)
     synthetic_group_by: Optional[str] = None  # e.g. 'field:sequence' (one SOLO sequence)
 
     def check(self, source: str) -> None:  # which paths are required depends on the cells: StudyConfig.validate

@@ -7,9 +7,17 @@ written once (atomically) and reused by every cell and rerun.
 ``subset_seed``: 10 % is inside 50 %, datasetinsights' 76 / 380 / 760) and ``real_<which>_split_<name>`` (a
 named split of a UnityGroceries-Real folder).
 
+With ``datasets.real_group_by`` / ``synthetic_group_by`` (frames of one video, one session, one SOLO
+sequence) these draws take whole groups, so that no group is on both sides of a holdout: near-copies of
+training images in the in-domain test would flatter it. The holdouts come as close to their fraction as
+whole groups allow (`holdout_draw`); the real subsets take whole groups in one seeded order of the groups
+and stay nested (`nested_draw`). Whole groups rarely give the share asked for: each grouped subset folder
+holds ``drawn.json`` (its images and groups, of how many, and the share reached), which is logged and goes
+into its ``made_from.json`` as ``drawn``.
+
 Each subset folder also holds ``made_from.json`` (`subset_records`): the source it was drawn from (path,
 format, split and `dataset_fingerprint`) and the settings that shape it (holdout fraction, budget,
-``subset_seed``). `prepare_subsets`, run by `synthgap.study.runner.run_study` before any cell, rebuilds a
+``subset_seed``, the group spec when set). `prepare_subsets`, run by `synthgap.study.runner.run_study` before any cell, rebuilds a
 subset whose record differs from what the config now names, so a rerun never trains on subsets of a dataset
 the config no longer points at; ``OUT/subsets/sources.json`` holds the records of the configured datasets.
 `check_test_images` refuses a test set that shares images with what the study trains on.
@@ -20,16 +28,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, Hashable, Sequence
+
+import numpy as np
 
 from synthgap.errors import DatasetError
 from synthgap.io import storage
 from synthgap.study.config import StudyConfig, fraction_tag, same_data, uses
 
+if TYPE_CHECKING:
+    from synthgap.data.splits import Draw
+
 log = logging.getLogger(__name__)
 
 MADE_FROM = "made_from.json"  # beside each subset's annotations.json, and in each cell folder (runner)
 SOURCES = "sources.json"      # OUT/subsets/sources.json: the records of the datasets the config names
+DRAWN = "drawn.json"          # beside a grouped draw's annotations.json (written first): the groups it took
 # files whose bytes `dataset_fingerprint` reads: every reader's annotations (COCO, SOLO, Perception, Supervisely
 # JSON; YOLO TXT/YAML) and the generator's tables (JSONL); other files (images) count by name and size
 ANNOTATION_SUFFIXES = (".json", ".jsonl", ".txt", ".yaml", ".yml", ".csv", ".xml")
@@ -62,32 +76,117 @@ def _write_coco(ds, indices, path: str, source: str | None = None) -> str:
     return writer.close()
 
 
-def holdout_split(n: int, fraction: float, seed: int, source: str) -> tuple[list[int], list[int]]:
-    """(kept, held out) sorted indices of ``n`` items: `synthgap.data.splits.seeded_split` holds out
-    ``min(n - 1, max(1, round(fraction * n)))`` of them (the first of the seeded order)."""
+def holdout_split(n: int, fraction: float, seed: int, source: str,
+                  groups: Sequence[Hashable] | None = None) -> tuple[list[int], list[int]]:
+    """(kept, held out) sorted indices of ``n`` items (`holdout_draw`)."""
+    d = holdout_draw(n, fraction, seed, source, groups)
+    return d.rest.tolist(), d.taken.tolist()
+
+
+def holdout_draw(n: int, fraction: float, seed: int, source: str, groups: Sequence[Hashable] | None = None,
+                 group_by: str | None = None) -> "Draw":
+    """The held-out part (``taken``) of ``n`` items: `synthgap.data.splits.seeded_split` holds out
+    ``min(n - 1, max(1, round(fraction * n)))`` of them (the first of the seeded order); with ``groups`` (one
+    key per item, from ``group_by``) whole groups instead, as close to that count as whole groups allow and
+    at least one group on each side."""
     from synthgap.data.splits import seeded_split
 
     if n < 2:
         raise DatasetError(f"{n} image(s): at least 2 are needed to hold some out for the in-domain test",
                            file=source)
-    d = seeded_split(n, min(n - 1, max(1, int(round(fraction * n)))), seed)
-    return d.rest.tolist(), d.taken.tolist()
+    if groups is not None and len(set(groups)) < 2:
+        raise DatasetError(f"group_by {group_by!r} puts all {n} images in one group: holding some out for the "
+                           "in-domain test needs at least 2 groups (group by something finer, or leave it unset)",
+                           file=source, kind="one_group")
+    return seeded_split(n, min(n - 1, max(1, int(round(fraction * n)))), seed, groups=groups)
+
+
+def nested_draw(n: int, count: int, seed: int, groups: Sequence[Hashable] | None = None) -> "Draw":
+    """The first ``count`` of ``n`` items in one seeded order (`synthgap.data.splits.seeded_split`), so that a
+    smaller count takes a subset of a larger one. With ``groups`` (one key per item), the first whole groups
+    in the seeded order of the groups (numbered in order of first appearance), as many as bring the total
+    nearest ``count`` (the fewer on a tie; at least one): still nested, since a larger count takes a longer
+    prefix of the same order; with every item its own group, the ungrouped draw. Less close to ``count``
+    than `seeded_split`'s subset sum, which is not nested; ``Draw.fraction`` is the share reached."""
+    from synthgap.data.splits import Draw, seeded_order, seeded_split
+
+    if groups is None:
+        return seeded_split(n, count, seed)
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} group keys for {n} items")
+    if not 0 < count <= n:
+        raise ValueError(f"cannot take {count} of {n} items")
+    index: dict[Hashable, int] = {}
+    codes = np.fromiter((index.setdefault(key, len(index)) for key in groups), dtype=np.int64, count=n)
+    order = seeded_order(len(index), seed)
+    totals = np.cumsum(np.bincount(codes, minlength=len(index))[order])
+    k = int(np.argmin(np.abs(totals - count))) + 1  # argmin: the first, shorter, prefix on a tie
+    taken = np.zeros(len(index), dtype=bool)
+    taken[order[:k]] = True
+    chosen = taken[codes]
+    return Draw(np.flatnonzero(chosen), np.flatnonzero(~chosen), len(index), k)
+
+
+def _drawn(group_by: str, part: np.ndarray, d: "Draw", n: int, held_out: bool) -> dict[str, Any]:
+    """The record of one side of a grouped draw (``DRAWN``): its images and whole groups, of how many, and
+    the share of the images it reached (``held_out``: ``part`` is the taken side)."""
+    groups = d.groups_taken if held_out else d.groups - d.groups_taken
+    return {"group_by": group_by, "images": int(len(part)), "of_images": int(n), "groups": int(groups),
+            "of_groups": int(d.groups), "share": round(len(part) / n, 6) if n else 0.0}
+
+
+def _real_groups(cfg: StudyConfig, ds) -> list[str] | None:
+    """``datasets.real_group_by``'s key of each image of ``ds`` (the real training data or a subset the study
+    wrote of it); None without one. A ``field:NAME`` comes from the real training data as configured, by
+    image id: the study's COCO subsets keep file names and folders, not the readers' metadata."""
+    from synthgap.data.splits import group_keys
+
+    spec, d = cfg.datasets.real_group_by, cfg.datasets
+    if not spec:
+        return None
+    if not spec.startswith("field:"):
+        return group_keys(ds, spec)
+    source = _open_real(cfg, d.real_train, d.real_train_split)
+    by_id = dict(zip((s.image_id for s in source), group_keys(source, spec)))
+    return [by_id[s.image_id] for s in ds]
 
 
 def synthetic_split(cfg: StudyConfig, out: str) -> tuple[str, str]:
     """(train, held-out) COCO files of the synthetic dataset: ``synthetic_holdout`` of its images, drawn by
-    ``subset_seed``, are held out for the synthetic model's in-domain test and never trained on."""
+    ``subset_seed`` (whole ``datasets.synthetic_group_by`` groups when set), are held out for the synthetic
+    model's in-domain test and never trained on."""
     from synthgap.data import open_dataset
+    from synthgap.data.splits import group_keys
 
     train = storage.join(out, "subsets", "synthetic_train", "annotations.json")
     held = storage.join(out, "subsets", "synthetic_holdout", "annotations.json")
     if not (storage.exists(train) and storage.exists(held)):
-        ds = open_dataset(cfg.datasets.synthetic, cfg.datasets.synthetic_format)
-        keep, hold = holdout_split(len(ds), cfg.synthetic_holdout, cfg.subset_seed, cfg.datasets.synthetic)
-        _write_coco(ds, hold, held, cfg.datasets.synthetic)
-        _write_coco(ds, keep, train, cfg.datasets.synthetic)
-        log.info("synthetic split: %d train, %d held out -> %s", len(keep), len(hold), storage.join(out, "subsets"))
+        d = cfg.datasets
+        ds = open_dataset(d.synthetic, d.synthetic_format)
+        groups = group_keys(ds, d.synthetic_group_by) if d.synthetic_group_by else None
+        draw = holdout_draw(len(ds), cfg.synthetic_holdout, cfg.subset_seed, d.synthetic, groups,
+                            d.synthetic_group_by)
+        if groups is not None:
+            _write_drawn(out, "synthetic_holdout", _drawn(d.synthetic_group_by, draw.taken, draw, len(ds), True))
+            _write_drawn(out, "synthetic_train", _drawn(d.synthetic_group_by, draw.rest, draw, len(ds), False))
+        _write_coco(ds, draw.taken.tolist(), held, d.synthetic)
+        _write_coco(ds, draw.rest.tolist(), train, d.synthetic)
+        log.info("synthetic split: %d train, %d held out%s -> %s", len(draw.rest), len(draw.taken),
+                 _groups_note(draw, d.synthetic_group_by, cfg.synthetic_holdout, groups is not None),
+                 storage.join(out, "subsets"))
     return train, held
+
+
+def _groups_note(d: "Draw", group_by: str | None, asked: float, grouped: bool) -> str:
+    """For logs: the whole groups a grouped draw took and the share reached against the one asked for."""
+    if not grouped:
+        return ""
+    return (f" (held out: {d.groups_taken} of {d.groups} {group_by} groups, {d.fraction:.1%} of the images; "
+            f"asked {asked:.1%})")
+
+
+def _write_drawn(out: str, name: str, record: dict[str, Any]) -> None:
+    storage.write_json(storage.join(out, "subsets", name, DRAWN), record)
 
 
 def _open_real(cfg: StudyConfig, root: str, split: str | None):
@@ -116,7 +215,8 @@ def real_pool_and_val(cfg: StudyConfig, out: str) -> tuple[tuple[str, str | None
     """((path, format) of the real training pool, (path, format) of the real validation data).
 
     With ``datasets.real_val`` the pool is the whole real training split; otherwise ``real_holdout`` of
-    it (drawn by ``subset_seed``) is the validation part and the rest is the pool."""
+    it (drawn by ``subset_seed``; whole ``datasets.real_group_by`` groups when set) is the validation part
+    and the rest is the pool."""
     if cfg.datasets.real_val:
         return real_data(cfg, "train", out), real_data(cfg, "val", out)
     pool = storage.join(out, "subsets", "real_train_pool", "annotations.json")
@@ -126,28 +226,47 @@ def real_pool_and_val(cfg: StudyConfig, out: str) -> tuple[tuple[str, str | None
 
         path, fmt = real_data(cfg, "train", out)
         ds = open_dataset(path, fmt)
-        keep, hold = holdout_split(len(ds), cfg.real_holdout, cfg.subset_seed, path)
-        _write_coco(ds, hold, val, path)
-        _write_coco(ds, keep, pool, path)
-        log.info("real validation: %d held out of %d training images -> %s", len(hold), len(ds), val)
+        spec = cfg.datasets.real_group_by
+        groups = _real_groups(cfg, ds)
+        draw = holdout_draw(len(ds), cfg.real_holdout, cfg.subset_seed, path, groups, spec)
+        if groups is not None:
+            _write_drawn(out, "real_val_holdout", _drawn(spec, draw.taken, draw, len(ds), True))
+            _write_drawn(out, "real_train_pool", _drawn(spec, draw.rest, draw, len(ds), False))
+        _write_coco(ds, draw.taken.tolist(), val, path)
+        _write_coco(ds, draw.rest.tolist(), pool, path)
+        log.info("real validation: %d held out of %d training images%s -> %s", len(draw.taken), len(ds),
+                 _groups_note(draw, spec, cfg.real_holdout, groups is not None), val)
     return (pool, "coco"), (val, "coco")
 
 
 def real_subset(cfg: StudyConfig, fraction: float, out: str) -> str:
     """A COCO file with the first ``fraction`` of the real training pool in a fixed random order
-    (``subset_seed``, `synthgap.data.splits.seeded_split`), referencing the original images; written once
-    and reused."""
+    (``subset_seed``, `nested_draw`; whole ``datasets.real_group_by`` groups when set, the share reached
+    logged and recorded in its ``drawn.json``), referencing the original images; written once and reused."""
     from synthgap.data import open_dataset
-    from synthgap.data.splits import seeded_split
 
-    path = storage.join(out, "subsets", f"real_train_{fraction_tag(fraction)}pct", "annotations.json")
+    name = f"real_train_{fraction_tag(fraction)}pct"
+    path = storage.join(out, "subsets", name, "annotations.json")
     if storage.exists(path):
         return path
     (pool, fmt), _ = real_pool_and_val(cfg, out)
     ds = open_dataset(pool, fmt)
     n = max(1, int(round(fraction * len(ds))))
-    _write_coco(ds, seeded_split(len(ds), n, cfg.subset_seed).taken.tolist(), path, pool)
-    log.info("real subset %s %%: %d of %d images -> %s", fraction_tag(fraction), n, len(ds), path)
+    groups = _real_groups(cfg, ds)
+    draw = nested_draw(len(ds), n, cfg.subset_seed, groups)
+    if groups is None:
+        _write_coco(ds, draw.taken.tolist(), path, pool)
+        log.info("real subset %s %%: %d of %d images -> %s", fraction_tag(fraction), n, len(ds), path)
+        return path
+    spec = cfg.datasets.real_group_by
+    _write_drawn(out, name, _drawn(spec, draw.taken, draw, len(ds), True))
+    _write_coco(ds, draw.taken.tolist(), path, pool)
+    off = abs(draw.fraction - fraction) > 0.25 * fraction  # whole groups could not come near the budget
+    log.log(logging.WARNING if off else logging.INFO,
+            "real subset %s %%: %d of %d images in %d of %d %s groups (%.1f %% of the pool%s) -> %s",
+            fraction_tag(fraction), len(draw.taken), len(ds), draw.groups_taken, draw.groups, spec,
+            100 * draw.fraction, "; whole groups cannot come nearer: the cell's name says the budget asked, "
+            "its made_from.json the share reached" if off else "", path)
     return path
 
 
@@ -231,23 +350,43 @@ def source_records(cfg: StudyConfig) -> dict[str, dict[str, Any]]:
 def subset_records(cfg: StudyConfig, sources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """What each split and subset the study writes is made from: subset folder name (under ``OUT/subsets``)
     -> {"source": its dataset's `source_records` entry, and the settings that shape it}. Only the subsets the
-    config's cells read."""
+    config's cells read. A ``*_group_by`` key is there only when set (the records of ungrouped studies stay
+    as older synthgap wrote them); `prepare_subsets` adds what a grouped draw reached (``drawn``)."""
     d, out = cfg.datasets, {}
     if uses(cfg, "synthetic"):
         for name in ("synthetic_train", "synthetic_holdout"):
             out[name] = {"source": sources["synthetic"], "synthetic_holdout": cfg.synthetic_holdout,
-                         "subset_seed": cfg.subset_seed}
+                         "subset_seed": cfg.subset_seed,
+                         **({"synthetic_group_by": d.synthetic_group_by} if d.synthetic_group_by else {})}
     for which, split in (("train", d.real_train_split), ("val", d.real_val_split), ("test", d.real_test_split)):
         if split and f"real_{which}" in sources:
             out[f"real_{which}_split_{split}"] = {"source": sources[f"real_{which}"]}
     if uses(cfg, "real_train"):
         pool = {"source": sources["real_train"], "validation": "datasets.real_val" if d.real_val else "held out",
-                "real_holdout": None if d.real_val else cfg.real_holdout, "subset_seed": cfg.subset_seed}
+                "real_holdout": None if d.real_val else cfg.real_holdout, "subset_seed": cfg.subset_seed,
+                **({"real_group_by": d.real_group_by} if d.real_group_by else {})}
         if not d.real_val:
             out["real_train_pool"] = out["real_val_holdout"] = pool
         for f in cfg.fractions:
             out[f"real_train_{fraction_tag(f)}pct"] = {**pool, "fraction": f}
     return out
+
+
+def _warn_same_subsets(cfg: StudyConfig, out: str) -> None:
+    """Warn when whole groups make two budgets the same subset (nested: the same size is the same images):
+    their cells would train on the same data under two names."""
+    if not cfg.datasets.real_group_by:
+        return
+    by_size: dict[int, list[str]] = {}
+    for f in cfg.fractions:
+        drawn = storage.join(out, "subsets", f"real_train_{fraction_tag(f)}pct", DRAWN)
+        if storage.exists(drawn):
+            by_size.setdefault(storage.read_json(drawn)["images"], []).append(f"{fraction_tag(f)} %")
+    for size, names in by_size.items():
+        if len(names) > 1:
+            log.warning("real_group_by %r: the real subsets %s are the same %d images (whole groups); their cells "
+                        "train on the same data: choose budgets further apart, or finer groups",
+                        cfg.datasets.real_group_by, " and ".join(names), size)
 
 
 def made_from(out: str, name: str) -> dict[str, Any] | None:
@@ -279,6 +418,8 @@ def prepare_subsets(cfg: StudyConfig, out: str) -> dict[str, dict[str, Any]]:
     expected = subset_records(cfg, sources)
     for name, record in expected.items():
         folder, found = storage.join(out, "subsets", name), made_from(out, name)
+        if found is not None:
+            found = {k: v for k, v in found.items() if k != "drawn"}  # an outcome of the settings, not one
         if storage.exists(storage.join(folder, "annotations.json")) and found != record:
             changes = record_changes(found, record) if found else [f"no {MADE_FROM}"]
             log.warning("subsets/%s was made from other data or settings (%s): writing it again", name,
@@ -293,7 +434,11 @@ def prepare_subsets(cfg: StudyConfig, out: str) -> dict[str, dict[str, Any]]:
         real_pool_and_val(cfg, out)
         for fraction in cfg.fractions:
             real_subset(cfg, fraction, out)
+        _warn_same_subsets(cfg, out)
     for name, record in expected.items():
+        drawn = storage.join(out, "subsets", name, DRAWN)
+        if any(k.endswith("_group_by") for k in record) and storage.exists(drawn):  # the groups and share reached
+            expected[name] = record = {**record, "drawn": storage.read_json(drawn)}
         if made_from(out, name) != record:
             storage.write_json(storage.join(out, "subsets", name, MADE_FROM), record)
     storage.write_json(storage.join(out, "subsets", SOURCES), sources)

@@ -472,3 +472,17 @@ def test_finished_cells_are_not_rerun_and_seeds_are_averaged(tmp_path, caplog):
 def test_example_study_config_is_valid():
     cfg = load_study_config(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "study_groceries_real.yaml"))
     assert cell_names(cfg)[:3] == ["synthetic", "real-10", "finetune-10"] and cfg.datasets.real_val_split == "val"
+    # the GPU recipe: datasetinsights' ResNet-50 FPN on ImageNet with its three schedules
+    synthetic, real, finetune = (cfg.train_cfg(kind, 47) for kind in ("synthetic", "real", "finetune"))
+    assert synthetic.model.name == "fasterrcnn_resnet50_fpn" and synthetic.model.weights_backbone == "imagenet"
+    assert (synthetic.train.epochs, real.train.epochs, finetune.train.epochs) == (10, 100, 30)
+    assert finetune.optimizer.lr == 2.0e-5 and real.train.batch_size * real.train.accumulation_steps == 64
+
+
+def test_example_cpu_study_config_is_valid():
+    cfg = load_study_config(os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                                         "study_groceries_real_cpu.yaml"))
+    synthetic, real = cfg.train_cfg("synthetic", 47), cfg.train_cfg("real", 47)
+    assert synthetic.model.name == "fasterrcnn_timm_fpn" and synthetic.model.weights_backbone == "imagenet"
+    assert synthetic.model.trainable_backbone_layers == 0 and real.model.trainable_backbone_layers is None
+    assert cfg.real_steps == 1000 and cfg.datasets.real_test_split == "test"

@@ -53,3 +53,19 @@ def test_a_second_writer_of_the_destination_is_refused(coco, tmp_path):
             convert_dataset(open_dataset(coco), coco, dst, "coco")
     assert not os.path.exists(os.path.join(dst, "annotations.json"))
     assert convert_dataset(open_dataset(coco), coco, dst, "coco").images == 4  # free again
+
+
+def test_a_fiftyone_export_never_replaces_a_folder_holding_its_source_or_predictions(coco, tmp_path):
+    """The export swaps in a whole new DST: a DST that holds SRC or the predictions would delete them."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "predictions.json").write_text("[]")
+    (run / "metrics_coco.json").write_text("{}")
+    ds = open_dataset(coco)
+    with pytest.raises(ConfigError, match="holds --predictions"):
+        convert_dataset(ds, coco, str(run), "fiftyone", predictions=str(run / "predictions.json"))
+    with pytest.raises(ConfigError, match="holds SRC"):
+        convert_dataset(ds, coco, str(tmp_path), "fiftyone", predictions=str(run / "predictions.json"))
+    assert (run / "metrics_coco.json").exists() and os.path.exists(coco)
+    done = convert_dataset(ds, coco, str(tmp_path / "fo"), "fiftyone", predictions=str(run / "predictions.json"))
+    assert done.images == 4 and done.detections == 0

@@ -161,7 +161,8 @@ def info(path, format, split, image_root, skip_invalid, as_json, decode, leakage
 @click.option("--to", "to", type=click.Choice(["coco", "yolo", "fiftyone"]), default="coco", show_default=True,
               help="coco: COCO instances JSON. yolo: Ultralytics' layout (images/, labels/ with normalised "
                    "class cx cy w h, data.yaml). fiftyone: FiftyOne's COCODetectionDataset layout (data/, "
-                   "labels.json) plus --predictions as predictions.json.")
+                   "labels.json) plus --predictions as predictions.json; DST is replaced as a whole, so it may not "
+                   "hold SRC or the predictions.")
 @click.option("--subset", default="train", show_default=True,
               help="yolo only: the subset written (images/SUBSET, labels/SUBSET, its key in data.yaml); "
                    "convert train, val and test into one DST one after the other.")

@@ -65,6 +65,11 @@ def convert_dataset(ds: DetectionDataset, src: str, dst: str, to: str = "coco", 
     if to == "yolo" and (not subset or "/" in subset or "\\" in subset or subset in (".", "..")):
         raise ConfigError(f"convert: the YOLO subset must be a plain folder name (train, val, test), got {subset!r}")
     check_destination(src, dst, copy_images=copy_images and to == "coco")
+    if to == "fiftyone":  # the export replaces DST as a whole: never a folder holding what it reads
+        for what, path in (("SRC", src), ("--predictions", predictions)):
+            if storage.is_within(path, dst):
+                raise ConfigError(f"DST {dst} holds {what} {path}: a FiftyOne export replaces its folder as a "
+                                  "whole, which would delete it; choose another DST")
     report = SkipReport() if skip_invalid else None
     if to == "coco":
         out_json = dst if dst.lower().endswith(".json") else storage.join(dst, DEFAULT_JSON_NAME)

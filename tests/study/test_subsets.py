@@ -114,14 +114,20 @@ def test_grouped_holdout_keeps_groups_apart_and_needs_two_of_them():
 # the study's subsets
 
 
-def test_real_holdout_and_subsets_keep_videos_whole_and_nested(frames, tmp_path, caplog):
+@pytest.mark.parametrize("given_val", [False, True])
+def test_real_holdout_and_subsets_keep_videos_whole_and_nested(frames, tmp_path, caplog, given_val):
     real, test = frames
-    cfg = study(real, test, datasets={"real_group_by": BY_VIDEO})
+    cfg = study(real, test, datasets={"real_group_by": BY_VIDEO, **({"real_val": test} if given_val else {})})
     out = str(tmp_path / "out")
     caplog.set_level("INFO", logger="synthgap.study")
     records = prepare_subsets(cfg, out)
     (pool, _), (val, _) = real_pool_and_val(cfg, out)
-    assert videos(val).isdisjoint(videos(pool)) and videos(val) | videos(pool) == set(VIDEOS)
+    if not given_val:
+        assert videos(val).isdisjoint(videos(pool)) and videos(val) | videos(pool) == set(VIDEOS)
+        held = made_from(str(out), "real_val_holdout")
+        assert held["real_group_by"] == BY_VIDEO and held["drawn"]["images"] == len(open_dataset(val, "coco"))
+        assert made_from(str(out), "real_train_pool")["drawn"]["groups"] == 2
+        assert "(held out: 1 of 3 " + BY_VIDEO + " groups, 14.3% of the images; asked 20.0%)" in caplog.text
     pool_ids = {s.image_id for s in open_dataset(pool, "coco")}
     subsets = [{s.image_id for s in open_dataset(real_subset(cfg, f, out), "coco")} for f in cfg.fractions]
     assert subsets[0] <= subsets[1] <= subsets[2] == pool_ids  # nested, and 100 % is the whole pool
@@ -136,13 +142,12 @@ def test_real_holdout_and_subsets_keep_videos_whole_and_nested(frames, tmp_path,
         drawn = made_from(str(out), name)["drawn"]
         assert drawn == records[name]["drawn"]
         assert drawn["images"] == len(ids) and drawn["of_images"] == len(pool_ids) and drawn["group_by"] == BY_VIDEO
-        assert drawn["groups"] == len(videos(real_subset(cfg, f, out))) and drawn["of_groups"] == 2
+        groups = len(videos(real_subset(cfg, f, out)))
+        assert drawn["groups"] == groups and drawn["of_groups"] == len(videos(pool))
         assert drawn["share"] == pytest.approx(len(ids) / len(pool_ids), abs=1e-6)
-    held = made_from(str(out), "real_val_holdout")
-    assert held["real_group_by"] == BY_VIDEO and held["drawn"]["images"] == len(open_dataset(val, "coco"))
-    assert made_from(str(out), "real_train_pool")["drawn"]["images"] == len(pool_ids)
-    assert "in 1 of 2" in caplog.text or "in 2 of 2" in caplog.text
-    assert "held out: 1 of 3 " + BY_VIDEO + " groups" in caplog.text
+        assert (f"real subset {round(f * 100)} %: {len(ids)} of {len(pool_ids)} images in {groups} of "
+                f"{len(videos(pool))} {BY_VIDEO} groups ({100 * len(ids) / len(pool_ids):.1f}% of the pool") \
+            in caplog.text
 
 
 def test_ungrouped_records_are_as_before(frames, tmp_path):

@@ -261,11 +261,11 @@ def real_subset(cfg: StudyConfig, fraction: float, out: str) -> str:
     spec = cfg.datasets.real_group_by
     _write_drawn(out, name, _drawn(spec, draw.taken, draw, len(ds), True))
     _write_coco(ds, draw.taken.tolist(), path, pool)
-    off = abs(draw.fraction - fraction) > 0.25 * fraction  # whole groups could not come near the budget
+    off = abs(draw.fraction - fraction) > 0.25 * fraction  # the nested whole groups came nowhere near the budget
     log.log(logging.WARNING if off else logging.INFO,
-            "real subset %s %%: %d of %d images in %d of %d %s groups (%.1f %% of the pool%s) -> %s",
+            "real subset %s %%: %d of %d images in %d of %d %s groups (%.1f%% of the pool%s) -> %s",
             fraction_tag(fraction), len(draw.taken), len(ds), draw.groups_taken, draw.groups, spec,
-            100 * draw.fraction, "; whole groups cannot come nearer: the cell's name says the budget asked, "
+            100 * draw.fraction, "; the nested whole groups come no nearer: the cell's name says the budget asked, "
             "its made_from.json the share reached" if off else "", path)
     return path
 

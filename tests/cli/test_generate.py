@@ -75,6 +75,22 @@ def test_force_replaces_the_folder_and_a_read_only_disk_is_one_line(tmp_path, cl
     assert "Read-only file system" in r.output and len(r.output.strip().splitlines()) == 1
 
 
+def test_a_shard_starts_while_another_shard_is_claiming_the_folder(tmp_path, classes):
+    """Shards started side by side (the Kubeflow pipeline's parallel-for): the first has made the side folder
+    but not yet renamed its plan record into place; the second must not take that for a foreign folder."""
+    out = tmp_path / "d"
+    (out / "generator").mkdir(parents=True)  # another shard's claim in progress
+    args = ["--classes", classes, "--width", "64", "--height", "48", "--quiet", "--format", "coco", "--frames", "4"]
+    r = run("--out", str(out), "--shard", "1/2", *args)
+    assert r.exit_code == 0, r.output
+    assert run("--out", str(out), "--shard", "0/2", *args).exit_code == 0
+    assert len(open_dataset(str(out))) == 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")  # a user's folder is still refused
+    r = run("--out", str(tmp_path / "other"), "--shard", "0/2", *args)
+    assert r.exit_code != 0 and "not empty" in r.output
+
+
 # ------------------------------------------------------------------ cut-and-paste mode (--assets)
 
 @pytest.fixture

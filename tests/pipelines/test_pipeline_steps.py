@@ -133,3 +133,26 @@ def test_training_metrics_read_the_summary(tmp_path):
                                                      "images_per_s": 3.5}
     (tmp_path / "summary.json").write_text(json.dumps({"epochs": 1, "steps": 1, "best_ap": None, "metrics": {}}))
     assert steps.training_metrics(str(tmp_path)) == {"epochs": 1.0, "steps": 1.0}
+
+
+def test_a_retried_step_resumes_the_earlier_attempt_instead_of_passing_the_initial_weights(tmp_path):
+    args = steps.train_args(config="c", train_data="d", val_data="v", checkpoint_dir="ck", tb_log_dir="t",
+                            checkpoint_file="init.estimator", resume=True)
+    assert "--resume" in args and "--checkpoint-file" not in args
+    assert not steps.is_retry(str(tmp_path))
+    (tmp_path / "FasterRCNN.last.estimator").write_bytes(b"x")
+    assert steps.is_retry(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_a_retried_train_step_runs_where_the_first_attempt_left_its_checkpoints(tmp_path):
+    """Kubeflow retries a step with the same arguments; the retry finds the first attempt's files and resumes
+    (before: `synthgap train` refused the folder as another run's)."""
+    from synthgap.generate.shapes import make_coco
+
+    data = make_coco(tmp_path / "data", 4)
+    kw = dict(config="cpu_small", train_data=data, val_data=data, checkpoint_dir=str(tmp_path / "ck"),
+              tb_log_dir=str(tmp_path / "tb"), overrides=["train.epochs=1", "data.image_size=[96,80]"])
+    first = steps.train(**kw)
+    assert steps.is_retry(kw["checkpoint_dir"])
+    assert steps.train(**kw) == first

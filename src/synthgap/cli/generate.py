@@ -139,7 +139,7 @@ def generate(ctx, out, frames, format_, seed, width, height, classes_file, shard
     """
     from synthgap.errors import SynthgapError
     from synthgap.io import storage
-    from synthgap.generate import parse_shard
+    from synthgap.generate import SIDE_FOLDER, parse_shard
     from synthgap.generate.render import check_frame_size
 
     if frames < 1:
@@ -171,8 +171,10 @@ def generate(ctx, out, frames, format_, seed, width, height, classes_file, shard
         config = _paste_config(paste, objects)
     if classes_file is not None and not storage.exists(classes_file):
         raise click.BadParameter(f"class list file {classes_file!r} does not exist", param_hint="--classes")
+    # a shard may start while another shard of the same run is claiming the folder (its side folder made, its
+    # plan record not yet renamed into place): the generator's claim under the folder's lock compares the plans
     if not force and storage.isdir(out) and storage.listdir(out) and not (
-            shard_t[1] > 1 and storage.glob(storage.join(out, "generator", "generation.shard-*.json"))):
+            shard_t[1] > 1 and storage.isdir(storage.join(out, SIDE_FOLDER))):
         raise click.ClickException(f"{out} is not empty; choose an empty folder or pass --force to replace it")
     if assets is None:
         from synthgap.generate import generate as run

@@ -75,19 +75,33 @@ def generate_shard(out: str, frames: int, seed: int, shard: int, num_shards: int
 
 
 def train_args(*, config: str, train_data: str, val_data: str, checkpoint_dir: str, tb_log_dir: str,
-               checkpoint_file: str = "", overrides: Sequence[str] = (), num_gpus: int = 0) -> list[str]:
+               checkpoint_file: str = "", overrides: Sequence[str] = (), num_gpus: int = 0,
+               resume: bool = False) -> list[str]:
     """The ``synthgap train`` arguments; ``num_gpus == 0`` adds ``--no-cuda``. The run's summary goes to
-    ``CHECKPOINT_DIR/summary.json`` (shared storage: a PyTorchJob's rank 0 writes it, the step reads it)."""
+    ``CHECKPOINT_DIR/summary.json`` (shared storage: a PyTorchJob's rank 0 writes it, the step reads it).
+    ``resume`` (a retried step, `is_retry`): ``--resume`` continues the earlier attempt from
+    ``CHECKPOINT_DIR``'s last checkpoint, and ``checkpoint_file`` (the initial weights) is not passed again."""
     args = ["train", "--config", config, "--train-data", train_data, "--val-data", val_data,
             "--checkpoint-dir", checkpoint_dir, "--tb-log-dir", tb_log_dir,
             "--output", storage.join(checkpoint_dir, SUMMARY_NAME)]
-    if checkpoint_file:
+    if resume:
+        args.append("--resume")
+    elif checkpoint_file:
         args += ["--checkpoint-file", checkpoint_file]
     for override in overrides:
         args += ["--override", override]
     if num_gpus == 0:
         args.append("--no-cuda")
     return args
+
+
+def is_retry(checkpoint_dir: str) -> bool:
+    """True when an earlier attempt of this step left a last checkpoint in ``checkpoint_dir`` (Kubeflow
+    retries a failed step with the same arguments): the step then resumes it instead of meeting
+    ``synthgap train``'s refusal to mix two runs in one folder."""
+    from synthgap.models.checkpoint import checkpoint_name
+
+    return storage.exists(storage.join(checkpoint_dir, checkpoint_name("last")))
 
 
 SUMMARY_NAME = "summary.json"
@@ -169,7 +183,7 @@ def train(*, config: str, train_data: str, val_data: str, checkpoint_dir: str, t
     """
     args = train_args(config=config, train_data=train_data, val_data=val_data, checkpoint_dir=checkpoint_dir,
                       tb_log_dir=tb_log_dir, checkpoint_file=checkpoint_file, overrides=overrides,
-                      num_gpus=num_gpus)
+                      num_gpus=num_gpus, resume=is_retry(checkpoint_dir))
     run_synthgap(args, pod_launcher(num_gpus))
     return trained_checkpoint(checkpoint_dir)
 
@@ -187,7 +201,7 @@ def train_pytorchjob(*, image: str, config: str, train_data: str, val_data: str,
 
     args = train_args(config=config, train_data=train_data, val_data=val_data, checkpoint_dir=checkpoint_dir,
                       tb_log_dir=tb_log_dir, checkpoint_file=checkpoint_file, overrides=overrides,
-                      num_gpus=num_gpus)[1:]  # drop "train": train_command() adds it
+                      num_gpus=num_gpus, resume=is_retry(checkpoint_dir))[1:]  # drop "train": train_command() adds it
     manifest = pytorchjob.pytorchjob_manifest(
         name=pytorchjob.job_name("synthgap-train", uuid.uuid4().hex[:8]), image=image, train_args=args,
         num_workers=num_workers, gpus_per_worker=num_gpus, pvc_name=pvc_name or None, mount_path=mount_path,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from synthgap.data.groceries_real import GroceriesRealDataset
-from synthgap.data.splits import (DatasetSplit, default_split, group_keys, open_split, seeded_order, seeded_split,
-                                  train_val_indices)
+from synthgap.data.splits import (DatasetSplit, default_split, group_keys, nested_split, open_split, seeded_order,
+                                  seeded_split, train_val_indices)
 
 from tests.data.test_groceries_real import make_groceries
 
@@ -265,3 +265,41 @@ def test_training_reads_the_grouped_split_from_data_split_group_by(tmp_path):
     train, val, how = load_data(cfg, validating=True)
     assert len(train) == 28 and len(val) == 9 and {s.image_id for s in val} == set(range(126, 135))
     assert "9 of 37 images in 1 of 3 groups" in how
+
+
+def test_nested_split_with_singleton_groups_is_the_ungrouped_draw():
+    for n in (1, 2, 9, 37, 200):
+        for count in {1, max(1, n // 3), n}:
+            for seed in (0, 5, 47):
+                plain = nested_split(n, count, seed)
+                assert plain.taken.tolist() == seeded_split(n, count, seed).taken.tolist()
+                grouped = nested_split(n, count, seed, groups=[f"g{i}" for i in range(n)])
+                assert grouped.taken.tolist() == plain.taken.tolist() and grouped.groups_taken == count
+
+
+def test_nested_split_takes_whole_groups_nested_across_counts():
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        groups = rng.integers(0, rng.integers(1, 8), size=int(rng.integers(1, 60))).tolist()
+        n = len(groups)
+        previous: set[int] = set()
+        for count in range(1, n + 1):
+            d = nested_split(n, count, trial, groups=groups)
+            taken = set(d.taken.tolist())
+            assert previous <= taken, (trial, count)  # nested: a larger budget holds every smaller one
+            assert {groups[i] for i in taken}.isdisjoint({groups[i] for i in d.rest.tolist()})  # whole groups
+            assert d.groups_taken >= 1 and d.groups == len(set(groups))
+            previous = taken
+        assert len(previous) == n  # the whole pool at count n
+
+
+def test_nested_split_prefers_the_seeded_group_order_nearest_the_count():
+    groups = ["a"] * 12 + ["b"] * 6 + ["c"] * 3
+    for seed in range(6):
+        order = np.random.default_rng(seed).permutation(3)  # groups numbered a, b, c by first appearance
+        sizes = np.array([12, 6, 3])[order]
+        for count in (1, 5, 10, 16, 21):
+            k = int(np.argmin(np.abs(np.cumsum(sizes) - count))) + 1
+            assert len(nested_split(21, count, seed, groups=groups).taken) == sizes[:k].sum()
+    with pytest.raises(ValueError, match="3 group keys for 4"):
+        nested_split(4, 2, 0, groups=["a", "b", "c"])

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
 
 from synthgap.data import open_dataset
 from synthgap.data.splits import seeded_split
 from synthgap.errors import DatasetError
 from synthgap.study import real_pool_and_val, real_subset, study_config_from_dict, synthetic_split
-from synthgap.study.subsets import (DRAWN, holdout_draw, holdout_split, made_from, nested_draw, prepare_subsets,
+from synthgap.study.subsets import (DRAWN, holdout_draw, holdout_split, made_from, prepare_subsets,
                                     subset_records, source_records)
 
 VIDEOS = {"IMG_1": 12, "IMG_2": 6, "IMG_3": 3}  # frames per video
@@ -57,44 +56,6 @@ def study(real, test, **extra):
 
 # ---------------------------------------------------------------------------------------------
 # the draws
-
-
-def test_nested_draw_with_singleton_groups_is_the_ungrouped_draw():
-    for n in (1, 2, 9, 37, 200):
-        for count in {1, max(1, n // 3), n}:
-            for seed in (0, 5, 47):
-                plain = nested_draw(n, count, seed)
-                assert plain.taken.tolist() == seeded_split(n, count, seed).taken.tolist()
-                grouped = nested_draw(n, count, seed, groups=[f"g{i}" for i in range(n)])
-                assert grouped.taken.tolist() == plain.taken.tolist() and grouped.groups_taken == count
-
-
-def test_nested_draw_takes_whole_groups_nested_across_counts():
-    rng = np.random.default_rng(0)
-    for trial in range(60):
-        groups = rng.integers(0, rng.integers(1, 8), size=int(rng.integers(1, 60))).tolist()
-        n = len(groups)
-        previous: set[int] = set()
-        for count in range(1, n + 1):
-            d = nested_draw(n, count, trial, groups=groups)
-            taken = set(d.taken.tolist())
-            assert previous <= taken, (trial, count)  # nested: a larger budget holds every smaller one
-            assert {groups[i] for i in taken}.isdisjoint({groups[i] for i in d.rest.tolist()})  # whole groups
-            assert d.groups_taken >= 1 and d.groups == len(set(groups))
-            previous = taken
-        assert len(previous) == n  # the whole pool at count n
-
-
-def test_nested_draw_prefers_the_seeded_group_order_nearest_the_count():
-    groups = ["a"] * 12 + ["b"] * 6 + ["c"] * 3
-    for seed in range(6):
-        order = np.random.default_rng(seed).permutation(3)  # groups numbered a, b, c by first appearance
-        sizes = np.array([12, 6, 3])[order]
-        for count in (1, 5, 10, 16, 21):
-            k = int(np.argmin(np.abs(np.cumsum(sizes) - count))) + 1
-            assert len(nested_draw(21, count, seed, groups=groups).taken) == sizes[:k].sum()
-    with pytest.raises(ValueError, match="3 group keys for 4"):
-        nested_draw(4, 2, 0, groups=["a", "b", "c"])
 
 
 def test_grouped_holdout_keeps_groups_apart_and_needs_two_of_them():

@@ -112,15 +112,42 @@ def seeded_split(n: int, count: float, seed: int, *, groups: Sequence[Hashable] 
         order = seeded_order(n, seed, legacy=legacy)
         k = int(count)
         return Draw(np.sort(order[:k]), np.sort(order[k:]), n, k)
+    codes, n_groups = _group_codes(groups, n)
+    sizes = np.bincount(codes, minlength=n_groups)
+    taken = _nearest_groups(sizes, seeded_order(n_groups, seed, legacy=legacy), count,
+                            both_sides=0 < count < n and n_groups >= 2)
+    chosen = taken[codes]
+    return Draw(np.flatnonzero(chosen), np.flatnonzero(~chosen), n_groups, int(taken.sum()))
+
+
+def nested_split(n: int, count: int, seed: int, *, groups: Sequence[Hashable] | None = None) -> Draw:
+    """The first ``count`` of ``n`` items in one seeded order (`seeded_split`), so that a smaller count takes a
+    subset of a larger one (the study's real budgets: 10 % inside 50 %). With ``groups`` (one key per item),
+    the first whole groups in `seeded_order` of the groups (numbered in order of first appearance), as many as
+    bring the total nearest ``count`` (the fewer on a tie; at least one): still nested, since a larger count
+    takes a longer prefix of the same order; with every item its own group, the ungrouped draw. Less close to
+    ``count`` than `seeded_split`'s subset sum, which is not nested; ``Draw.fraction`` is the share reached."""
+    if groups is None:
+        return seeded_split(n, count, seed)
+    codes, n_groups = _group_codes(groups, n)
+    if not 0 < count <= n:
+        raise ValueError(f"cannot take {count} of {n} items")
+    order = seeded_order(n_groups, seed)
+    totals = np.cumsum(np.bincount(codes, minlength=n_groups)[order])
+    k = int(np.argmin(np.abs(totals - count))) + 1  # argmin: the first, shorter, prefix on a tie
+    taken = np.zeros(n_groups, dtype=bool)
+    taken[order[:k]] = True
+    chosen = taken[codes]
+    return Draw(np.flatnonzero(chosen), np.flatnonzero(~chosen), n_groups, k)
+
+
+def _group_codes(groups: Sequence[Hashable], n: int) -> tuple[np.ndarray, int]:
+    """Each item's group number (groups numbered in order of first appearance) and the number of groups."""
     if len(groups) != n:
         raise ValueError(f"{len(groups)} group keys for {n} items")
     index: dict[Hashable, int] = {}
     codes = np.fromiter((index.setdefault(key, len(index)) for key in groups), dtype=np.int64, count=n)
-    sizes = np.bincount(codes, minlength=len(index))
-    taken = _nearest_groups(sizes, seeded_order(len(index), seed, legacy=legacy), count,
-                            both_sides=0 < count < n and len(index) >= 2)
-    chosen = taken[codes]
-    return Draw(np.flatnonzero(chosen), np.flatnonzero(~chosen), len(index), int(taken.sum()))
+    return codes, len(index)
 
 
 EXACT_CELLS = 2 ** 24  # groups x (items + 1) up to which the group split is an exact subset sum

@@ -11,7 +11,7 @@ With ``datasets.real_group_by`` / ``synthetic_group_by`` (frames of one video, o
 sequence) these draws take whole groups, so that no group is on both sides of a holdout: near-copies of
 training images in the in-domain test would flatter it. The holdouts come as close to their fraction as
 whole groups allow (`holdout_draw`); the real subsets take whole groups in one seeded order of the groups
-and stay nested (`nested_draw`). Whole groups rarely give the share asked for: each grouped subset folder
+and stay nested (`synthgap.data.splits.nested_split`). Whole groups rarely give the share asked for: each grouped subset folder
 holds ``drawn.json`` (its images and groups, of how many, and the share reached), which is logged and goes
 into its ``made_from.json`` as ``drawn``.
 
@@ -99,32 +99,6 @@ def holdout_draw(n: int, fraction: float, seed: int, source: str, groups: Sequen
                            "in-domain test needs at least 2 groups (group by something finer, or leave it unset)",
                            file=source, kind="one_group")
     return seeded_split(n, min(n - 1, max(1, int(round(fraction * n)))), seed, groups=groups)
-
-
-def nested_draw(n: int, count: int, seed: int, groups: Sequence[Hashable] | None = None) -> "Draw":
-    """The first ``count`` of ``n`` items in one seeded order (`synthgap.data.splits.seeded_split`), so that a
-    smaller count takes a subset of a larger one. With ``groups`` (one key per item), the first whole groups
-    in the seeded order of the groups (numbered in order of first appearance), as many as bring the total
-    nearest ``count`` (the fewer on a tie; at least one): still nested, since a larger count takes a longer
-    prefix of the same order; with every item its own group, the ungrouped draw. Less close to ``count``
-    than `seeded_split`'s subset sum, which is not nested; ``Draw.fraction`` is the share reached."""
-    from synthgap.data.splits import Draw, seeded_order, seeded_split
-
-    if groups is None:
-        return seeded_split(n, count, seed)
-    if len(groups) != n:
-        raise ValueError(f"{len(groups)} group keys for {n} items")
-    if not 0 < count <= n:
-        raise ValueError(f"cannot take {count} of {n} items")
-    index: dict[Hashable, int] = {}
-    codes = np.fromiter((index.setdefault(key, len(index)) for key in groups), dtype=np.int64, count=n)
-    order = seeded_order(len(index), seed)
-    totals = np.cumsum(np.bincount(codes, minlength=len(index))[order])
-    k = int(np.argmin(np.abs(totals - count))) + 1  # argmin: the first, shorter, prefix on a tie
-    taken = np.zeros(len(index), dtype=bool)
-    taken[order[:k]] = True
-    chosen = taken[codes]
-    return Draw(np.flatnonzero(chosen), np.flatnonzero(~chosen), len(index), k)
 
 
 def _drawn(group_by: str, part: np.ndarray, d: "Draw", n: int, held_out: bool) -> dict[str, Any]:
@@ -241,9 +215,10 @@ def real_pool_and_val(cfg: StudyConfig, out: str) -> tuple[tuple[str, str | None
 
 def real_subset(cfg: StudyConfig, fraction: float, out: str) -> str:
     """A COCO file with the first ``fraction`` of the real training pool in a fixed random order
-    (``subset_seed``, `nested_draw`; whole ``datasets.real_group_by`` groups when set, the share reached
+    (``subset_seed``, `synthgap.data.splits.nested_split`; whole ``datasets.real_group_by`` groups when set, the share reached
     logged and recorded in its ``drawn.json``), referencing the original images; written once and reused."""
     from synthgap.data import open_dataset
+    from synthgap.data.splits import nested_split
 
     name = f"real_train_{fraction_tag(fraction)}pct"
     path = storage.join(out, "subsets", name, "annotations.json")
@@ -253,7 +228,7 @@ def real_subset(cfg: StudyConfig, fraction: float, out: str) -> str:
     ds = open_dataset(pool, fmt)
     n = max(1, int(round(fraction * len(ds))))
     groups = _real_groups(cfg, ds)
-    draw = nested_draw(len(ds), n, cfg.subset_seed, groups)
+    draw = nested_split(len(ds), n, cfg.subset_seed, groups=groups)
     if groups is None:
         _write_coco(ds, draw.taken.tolist(), path, pool)
         log.info("real subset %s %%: %d of %d images -> %s", fraction_tag(fraction), n, len(ds), path)
